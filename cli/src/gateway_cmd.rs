@@ -1,0 +1,148 @@
+//! `tributary gateway` and `tributary up`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use clap::builder::BoolishValueParser;
+use tokio_util::sync::CancellationToken;
+use tributary_gateway::config::{parse_duration, parse_size};
+use tributary_gateway::stack::Stack;
+use tributary_gateway::{Gateway, GatewayConfig, LocalConfig, LocalProvider, Provider};
+
+/// Gateway settings; env names follow OpenFaaS.
+#[derive(Debug, Clone, Args)]
+pub struct GatewayArgs {
+    /// Port of the REST API.
+    #[arg(long, env = "port", default_value_t = 8080)]
+    pub port: u16,
+    /// Address to bind.
+    #[arg(long, env = "bind_address", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+    /// How long a function may take to answer (Go duration or seconds).
+    #[arg(long, env = "upstream_timeout", default_value = "60s", value_parser = parse_duration)]
+    pub upstream_timeout: Duration,
+    /// Largest request body (bytes, or with K/M/G); larger bodies get 413.
+    #[arg(long, env = "max_body_size", default_value = "32M", value_parser = parse_size)]
+    pub max_body_size: usize,
+    /// Require basic auth on /system/* (credentials from secret_mount_path).
+    #[arg(long, env = "basic_auth", default_value = "false", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub basic_auth: bool,
+    /// Folder with `basic-auth-user` and `basic-auth-password`.
+    #[arg(long, env = "secret_mount_path", default_value = "/var/openfaas/secrets")]
+    pub secret_mount_path: PathBuf,
+    /// How long a `mode=http` function may take to start listening.
+    #[arg(long, env = "startup_timeout", default_value = "10s", value_parser = parse_duration)]
+    pub startup_timeout: Duration,
+    /// Working directory of function processes (for `up`, the stack file's folder by default).
+    #[arg(long, env = "work_dir")]
+    pub work_dir: Option<PathBuf>,
+}
+
+/// `tributary up` settings.
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    /// The OpenFaaS stack file to deploy.
+    #[arg(short = 'f', long = "file", env = "stack_file", default_value = "stack.yml")]
+    pub file: PathBuf,
+    /// Gateway settings.
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+struct Running {
+    provider: Arc<LocalProvider>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    cancel: CancellationToken,
+}
+
+async fn start(args: &GatewayArgs, work_dir: PathBuf) -> anyhow::Result<Running> {
+    let cancel = CancellationToken::new();
+    let config = GatewayConfig {
+        bind: SocketAddr::new(args.bind, args.port),
+        upstream_timeout: args.upstream_timeout,
+        max_body_size: args.max_body_size,
+        basic_auth: args.basic_auth,
+        secret_mount_path: args.secret_mount_path.clone(),
+    };
+    let provider = Arc::new(LocalProvider::new(
+        LocalConfig {
+            work_dir,
+            startup_timeout: args.startup_timeout,
+            upstream_timeout: args.upstream_timeout,
+            max_body_size: args.max_body_size,
+            ..LocalConfig::default()
+        },
+        cancel.child_token(),
+    ));
+    let gateway = Gateway::new(config.clone(), provider.clone() as Arc<dyn Provider>)?;
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .with_context(|| format!("cannot listen on {} (port)", config.bind))?;
+    spawn_signal_handler(cancel.clone());
+    let server = tokio::spawn(gateway.serve(listener, cancel.clone()));
+    Ok(Running {
+        provider,
+        server,
+        cancel,
+    })
+}
+
+fn spawn_signal_handler(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+            _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+        }
+        cancel.cancel();
+    });
+}
+
+async fn finish(running: Running) -> anyhow::Result<()> {
+    let result = running.server.await.context("gateway task failed")?;
+    running.cancel.cancel();
+    result.context("gateway server failed")
+}
+
+/// Runs the gateway until SIGINT/SIGTERM.
+pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
+    let work_dir = args.work_dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    let running = start(&args, work_dir).await?;
+    finish(running).await
+}
+
+/// Deploys a stack file's functions on the local provider and serves the gateway.
+pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let stack = Stack::load(&args.file)?;
+    let deployments = stack.deployments()?;
+    let work_dir = args.gateway.work_dir.clone().unwrap_or_else(|| stack.dir());
+    tracing::info!(file = %args.file.display(), functions = deployments.len(), work_dir = %work_dir.display(), "tributary up");
+    let running = start(&args.gateway, work_dir).await?;
+    let mut failed = 0;
+    for d in deployments {
+        let name = d.service.clone();
+        match running.provider.deploy(d).await {
+            Ok(()) => tracing::info!(function = %name, "function deployed"),
+            Err(e) => {
+                failed += 1;
+                tracing::error!(function = %name, error = %e, "function did not start");
+            }
+        }
+    }
+    tracing::info!(
+        url = %format!("http://127.0.0.1:{}", args.gateway.port),
+        failed,
+        "stack deployed; invoke functions at /function/NAME"
+    );
+    finish(running).await
+}

@@ -1,0 +1,104 @@
+//! The gateway's error type and its mapping to HTTP answers.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// Everything that can go wrong in the gateway, each with a message a user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The named function does not exist.
+    #[error("function {name:?} not found in namespace {namespace:?}")]
+    FunctionNotFound {
+        /// Function name.
+        name: String,
+        /// Namespace.
+        namespace: String,
+    },
+    /// A POST named a function that already exists.
+    #[error(
+        "function {name:?} already exists in namespace {namespace:?}; use PUT /system/functions to update it"
+    )]
+    AlreadyExists {
+        /// Function name.
+        name: String,
+        /// Namespace.
+        namespace: String,
+    },
+    /// The request was malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The request body is larger than the configured limit.
+    #[error("request body is larger than the limit of {limit} bytes (max_body_size)")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The function was registered but its process did not start.
+    #[error(
+        "function {name:?} was deployed but did not start: {reason}; it is retried with backoff, see GET /system/function/{name}"
+    )]
+    StartFailed {
+        /// Function name.
+        name: String,
+        /// Why it did not start.
+        reason: String,
+    },
+    /// No replica could take the request in time.
+    #[error("no replicas of function {name:?} became ready within {waited_secs:.1}s")]
+    NoReplicas {
+        /// Function name.
+        name: String,
+        /// How long the gateway waited.
+        waited_secs: f64,
+    },
+    /// The function did not answer within `upstream_timeout`.
+    #[error("function {name:?} did not answer within upstream_timeout ({timeout_secs:.1}s)")]
+    UpstreamTimeout {
+        /// Function name.
+        name: String,
+        /// The timeout in seconds.
+        timeout_secs: f64,
+    },
+    /// The function could not be reached or failed.
+    #[error("function {name:?} failed: {reason}")]
+    Upstream {
+        /// Function name.
+        name: String,
+        /// What happened.
+        reason: String,
+    },
+    /// An internal failure (I/O, spawning).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::FunctionNotFound { .. } => StatusCode::NOT_FOUND,
+            Self::AlreadyExists { .. } => StatusCode::CONFLICT,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::StartFailed { .. } | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::NoReplicas { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(%status, error = %self, "request failed");
+        }
+        (
+            status,
+            [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{self}\n"),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,237 @@
+//! Prometheus metrics with the OpenFaaS gateway's names.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use prometheus::core::Collector;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// The gateway's metrics, registered in their own registry.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    invocation_total: IntCounterVec,
+    functions_seconds: HistogramVec,
+    invocation_started: IntCounterVec,
+    inflight: IntGaugeVec,
+    service_count: IntGaugeVec,
+    handles: Arc<RwLock<HashMap<String, Arc<FunctionHandles>>>>,
+}
+
+/// Label-bound metric handles for one function, cached so the hot path skips label hashing.
+pub struct FunctionHandles {
+    started: IntCounter,
+    inflight: IntGauge,
+    name: String,
+}
+
+impl FunctionHandles {
+    /// The `function_name` label value.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Tracks one invocation: counts it started and in flight until [`Invocation::finish`] or drop.
+pub struct Invocation<'a> {
+    metrics: &'a Metrics,
+    handles: Arc<FunctionHandles>,
+    finished: bool,
+}
+
+impl Invocation<'_> {
+    /// Records the outcome: the status code and how long it took.
+    pub fn finish(mut self, code: u16, took: Duration) {
+        self.record(code, took);
+    }
+
+    fn record(&mut self, code: u16, took: Duration) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.handles.inflight.dec();
+        let code = code.to_string();
+        let code = code.as_str();
+        self.metrics
+            .invocation_total
+            .with_label_values(&[self.handles.name.as_str(), code])
+            .inc();
+        self.metrics
+            .functions_seconds
+            .with_label_values(&[self.handles.name.as_str(), code])
+            .observe(took.as_secs_f64());
+    }
+}
+
+impl Drop for Invocation<'_> {
+    fn drop(&mut self) {
+        // A request dropped mid-flight (client went away) is counted as 499, like nginx.
+        self.record(499, Duration::ZERO);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let invocation_total = IntCounterVec::new(
+            Opts::new(
+                "gateway_function_invocation_total",
+                "Function invocations by function and status code",
+            ),
+            &["function_name", "code"],
+        )
+        .expect("static metric definition");
+        let functions_seconds = HistogramVec::new(
+            HistogramOpts::new("gateway_functions_seconds", "Function invocation time taken")
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    30.0, 60.0,
+                ]),
+            &["function_name", "code"],
+        )
+        .expect("static metric definition");
+        let invocation_started = IntCounterVec::new(
+            Opts::new(
+                "gateway_function_invocation_started",
+                "Function invocations started",
+            ),
+            &["function_name"],
+        )
+        .expect("static metric definition");
+        let inflight = IntGaugeVec::new(
+            Opts::new(
+                "gateway_function_invocation_inflight",
+                "Function invocations in flight",
+            ),
+            &["function_name"],
+        )
+        .expect("static metric definition");
+        let service_count = IntGaugeVec::new(
+            Opts::new("gateway_service_count", "Desired replicas per function"),
+            &["function_name"],
+        )
+        .expect("static metric definition");
+        for c in [
+            Box::new(invocation_total.clone()) as Box<dyn Collector>,
+            Box::new(functions_seconds.clone()),
+            Box::new(invocation_started.clone()),
+            Box::new(inflight.clone()),
+            Box::new(service_count.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Self {
+            registry,
+            invocation_total,
+            functions_seconds,
+            invocation_started,
+            inflight,
+            service_count,
+            handles: Arc::default(),
+        }
+    }
+
+    fn handles(&self, function_name: &str) -> Arc<FunctionHandles> {
+        if let Some(h) = self
+            .handles
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(function_name)
+        {
+            return h.clone();
+        }
+        let h = Arc::new(FunctionHandles {
+            started: self.invocation_started.with_label_values(&[function_name]),
+            inflight: self.inflight.with_label_values(&[function_name]),
+            name: function_name.to_owned(),
+        });
+        self.handles
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(function_name.to_owned())
+            .or_insert(h)
+            .clone()
+    }
+
+    /// Starts tracking an invocation of `function_name` (`name.namespace`).
+    pub fn start(&self, function_name: &str) -> Invocation<'_> {
+        let handles = self.handles(function_name);
+        handles.started.inc();
+        handles.inflight.inc();
+        Invocation {
+            metrics: self,
+            handles,
+            finished: false,
+        }
+    }
+
+    /// Total invocations of `function_name` over all status codes.
+    pub fn invocation_count(&self, function_name: &str) -> f64 {
+        self.invocation_total
+            .collect()
+            .iter()
+            .flat_map(|mf| mf.get_metric())
+            .filter(|m| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == "function_name" && l.value() == function_name)
+            })
+            .map(|m| m.get_counter().get_value())
+            .sum()
+    }
+
+    /// Replaces `gateway_service_count` with the given desired replicas per function.
+    pub fn set_service_counts(&self, counts: &[(String, u64)]) {
+        self.service_count.reset();
+        for (name, replicas) in counts {
+            self.service_count
+                .with_label_values(&[name.as_str()])
+                .set(i64::try_from(*replicas).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Renders every metric in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let families = self.registry.gather();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_invocations_and_inflight() {
+        let m = Metrics::new();
+        let a = m.start("echo.openfaas-fn");
+        let b = m.start("echo.openfaas-fn");
+        assert!(m.render().contains("gateway_function_invocation_inflight{function_name=\"echo.openfaas-fn\"} 2"));
+        a.finish(200, Duration::from_millis(3));
+        drop(b);
+        let text = m.render();
+        assert!(text.contains("gateway_function_invocation_total{code=\"200\",function_name=\"echo.openfaas-fn\"} 1"), "{text}");
+        assert!(text.contains("gateway_function_invocation_total{code=\"499\",function_name=\"echo.openfaas-fn\"} 1"), "{text}");
+        assert!(text.contains("gateway_function_invocation_started{function_name=\"echo.openfaas-fn\"} 2"));
+        assert!(text.contains("gateway_function_invocation_inflight{function_name=\"echo.openfaas-fn\"} 0"));
+        assert_eq!(m.invocation_count("echo.openfaas-fn"), 2.0);
+        m.set_service_counts(&[("echo.openfaas-fn".into(), 3)]);
+        assert!(m.render().contains("gateway_service_count{function_name=\"echo.openfaas-fn\"} 3"));
+    }
+}

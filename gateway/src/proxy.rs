@@ -1,0 +1,133 @@
+//! Reverse proxy to function replicas over pooled HTTP/1.1 keep-alive connections.
+
+use std::error::Error as StdError;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use http::header::{self, HeaderMap, HeaderName};
+use http::{Request, Response, Uri};
+use http_body_util::LengthLimitError;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::error::GatewayError;
+
+/// Headers that apply to one hop only and are never forwarded.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+/// Forwards requests to `host:port` upstreams with a timeout on the response head.
+#[derive(Clone)]
+pub struct HttpProxy {
+    client: Client<HttpConnector, Body>,
+    timeout: Duration,
+    max_body_size: usize,
+}
+
+impl HttpProxy {
+    /// A proxy whose upstream calls time out after `timeout`.
+    pub fn new(timeout: Duration, max_body_size: usize) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        Self {
+            client,
+            timeout,
+            max_body_size,
+        }
+    }
+
+    /// Sends `request` (whose URI holds the function-relative path) to `addr`.
+    pub async fn forward(
+        &self,
+        function: &str,
+        addr: SocketAddr,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let (mut parts, body) = request.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str());
+        parts.uri = Uri::try_from(format!("http://{addr}{path}"))
+            .map_err(|e| GatewayError::BadRequest(format!("invalid request path: {e}")))?;
+        strip_hop_by_hop(&mut parts.headers);
+        let request = Request::from_parts(parts, body);
+        let response = match tokio::time::timeout(self.timeout, self.client.request(request)).await
+        {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => {
+                if is_length_limit(&e) {
+                    return Err(GatewayError::PayloadTooLarge {
+                        limit: self.max_body_size,
+                    });
+                }
+                return Err(GatewayError::Upstream {
+                    name: function.to_owned(),
+                    reason: error_chain(&e),
+                });
+            }
+            Err(_) => {
+                return Err(GatewayError::UpstreamTimeout {
+                    name: function.to_owned(),
+                    timeout_secs: self.timeout.as_secs_f64(),
+                });
+            }
+        };
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, Body::new(body)))
+    }
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(listed) = headers.get(header::CONNECTION).cloned()
+        && let Ok(listed) = listed.to_str()
+    {
+        for name in listed.split(',') {
+            if let Ok(name) = HeaderName::try_from(name.trim()) {
+                headers.remove(name);
+            }
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Whether an error was caused by a request body over the size limit.
+pub(crate) fn is_length_limit(error: &(dyn StdError + 'static)) -> bool {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(e) = current {
+        if e.is::<LengthLimitError>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// Joins an error and its causes into one line.
+pub(crate) fn error_chain(error: &(dyn StdError + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut current = error.source();
+    while let Some(e) = current {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        current = e.source();
+    }
+    out
+}

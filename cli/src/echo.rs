@@ -38,7 +38,10 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Incoming>, Infallible
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert("x-echo-method", HeaderValue::from_str(parts.method.as_str()).unwrap_or(HeaderValue::from_static("?")));
+    headers.insert(
+        "x-echo-method",
+        HeaderValue::from_str(parts.method.as_str()).unwrap_or(HeaderValue::from_static("?")),
+    );
     if let Ok(v) = HeaderValue::from_str(&parts.uri.to_string()) {
         headers.insert("x-echo-uri", v);
     }
@@ -62,7 +65,11 @@ pub async fn run(args: EchoArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", args.port))
         .await
         .with_context(|| format!("echo: cannot listen on port {}", args.port))?;
-    tracing::info!(port = args.port, pid = std::process::id(), "echo function listening");
+    tracing::info!(
+        port = args.port,
+        pid = std::process::id(),
+        "echo function listening"
+    );
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,

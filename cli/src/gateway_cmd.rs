@@ -32,7 +32,11 @@ pub struct GatewayArgs {
     #[arg(long, env = "basic_auth", default_value = "false", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub basic_auth: bool,
     /// Folder with `basic-auth-user` and `basic-auth-password`.
-    #[arg(long, env = "secret_mount_path", default_value = "/var/openfaas/secrets")]
+    #[arg(
+        long,
+        env = "secret_mount_path",
+        default_value = "/var/openfaas/secrets"
+    )]
     pub secret_mount_path: PathBuf,
     /// How long a `mode=http` function may take to start listening.
     #[arg(long, env = "startup_timeout", default_value = "10s", value_parser = parse_duration)]
@@ -46,7 +50,12 @@ pub struct GatewayArgs {
 #[derive(Debug, Clone, Args)]
 pub struct UpArgs {
     /// The OpenFaaS stack file to deploy.
-    #[arg(short = 'f', long = "file", env = "stack_file", default_value = "stack.yml")]
+    #[arg(
+        short = 'f',
+        long = "file",
+        env = "stack_file",
+        default_value = "stack.yml"
+    )]
     pub file: PathBuf,
     /// Gateway settings.
     #[command(flatten)]
@@ -93,13 +102,14 @@ async fn start(args: &GatewayArgs, work_dir: PathBuf) -> anyhow::Result<Running>
 
 fn spawn_signal_handler(cancel: CancellationToken) {
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
             _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),

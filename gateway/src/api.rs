@@ -83,7 +83,55 @@ pub(crate) fn router(state: Arc<AppState>, credentials: Option<Arc<Credentials>>
         .route("/healthz", get(|| async { "OK\n" }))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            limit,
+            reject_oversized,
+        ))
         .with_state(state)
+}
+
+/// The most an oversized body is read (and discarded) before answering 413.
+const DRAIN_CAP: u64 = 64 * 1024 * 1024;
+/// How long an oversized body is read before answering 413.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Answers 413 to a request whose declared `Content-Length` is over the limit. The body is read
+/// and discarded first (bounded), so the client sees the 413 rather than a reset connection.
+async fn reject_oversized(
+    State(limit): State<usize>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit as u64 => {
+            if n <= DRAIN_CAP {
+                drain(request.into_body(), DRAIN_CAP, DRAIN_TIME).await;
+            }
+            GatewayError::PayloadTooLarge { limit }.into_response()
+        }
+        _ => next.run(request).await,
+    }
+}
+
+/// Reads and discards a body, up to `cap` bytes or `time`.
+pub(crate) async fn drain(body: Body, cap: u64, time: std::time::Duration) {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut seen = 0u64;
+    let _ = tokio::time::timeout(time, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len() as u64;
+            if seen > cap {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Parses a JSON body, naming the offending field on error.
@@ -101,18 +149,24 @@ fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, GatewayError> {
 }
 
 fn validate_deployment(d: &mut FunctionDeployment) -> Result<(), GatewayError> {
-    validate_name("function", &d.service).map_err(|e| GatewayError::BadRequest(format!("field `service`: {e}")))?;
+    validate_name("function", &d.service)
+        .map_err(|e| GatewayError::BadRequest(format!("field `service`: {e}")))?;
     let ns = resolve_namespace(d.namespace.as_deref())
         .map_err(|e| GatewayError::BadRequest(format!("field `namespace`: {e}")))?;
     d.namespace = Some(ns);
     Ok(())
 }
 
-async fn list_functions(State(app): App, Query(q): Query<NamespaceQuery>) -> Result<Response, GatewayError> {
+async fn list_functions(
+    State(app): App,
+    Query(q): Query<NamespaceQuery>,
+) -> Result<Response, GatewayError> {
     let ns = q.resolve()?;
     let mut functions = app.provider.list(&ns).await?;
     for f in &mut functions {
-        f.invocation_count = app.metrics.invocation_count(&format!("{}.{}", f.name, f.namespace));
+        f.invocation_count = app
+            .metrics
+            .invocation_count(&format!("{}.{}", f.name, f.namespace));
     }
     Ok(axum::Json(functions).into_response())
 }
@@ -197,13 +251,20 @@ async fn metrics(State(app): App) -> Response {
     if let Ok(namespaces) = app.provider.namespaces().await {
         for ns in namespaces {
             if let Ok(functions) = app.provider.list(&ns).await {
-                counts.extend(functions.into_iter().map(|f| (format!("{}.{}", f.name, f.namespace), f.replicas)));
+                counts.extend(
+                    functions
+                        .into_iter()
+                        .map(|f| (format!("{}.{}", f.name, f.namespace), f.replicas)),
+                );
             }
         }
     }
     app.metrics.set_service_counts(&counts);
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         app.metrics.render(),
     )
         .into_response()
@@ -236,14 +297,10 @@ async fn invoke(State(app): App, request: Request) -> Response {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let (mut parts, body) = request.into_parts();
-    let call_id = parts
-        .headers
-        .get(X_CALL_ID)
-        .cloned()
-        .unwrap_or_else(|| {
-            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
-                .unwrap_or(HeaderValue::from_static("unknown"))
-        });
+    let call_id = parts.headers.get(X_CALL_ID).cloned().unwrap_or_else(|| {
+        HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown"))
+    });
     let start_value = HeaderValue::from(u64::try_from(start_nanos).unwrap_or(u64::MAX));
     let mut response = match prepare(&app, &mut parts) {
         Err(e) => e.into_response(),
@@ -272,18 +329,16 @@ async fn invoke(State(app): App, request: Request) -> Response {
 }
 
 /// Checks the target exists and the body fits, and rewrites the URI to the function's path.
-fn prepare(app: &AppState, parts: &mut http::request::Parts) -> Result<(String, String), GatewayError> {
+fn prepare(
+    app: &AppState,
+    parts: &mut http::request::Parts,
+) -> Result<(String, String), GatewayError> {
     let (name, ns, forward) = split_function_path(&parts.uri)?;
     if !app.provider.has_function(&name, &ns) {
-        return Err(GatewayError::FunctionNotFound { name, namespace: ns });
-    }
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > app.max_body_size as u64) {
-        return Err(GatewayError::PayloadTooLarge { limit: app.max_body_size });
+        return Err(GatewayError::FunctionNotFound {
+            name,
+            namespace: ns,
+        });
     }
     parts.uri = forward
         .parse()
@@ -299,19 +354,28 @@ mod tests {
     #[test]
     fn function_paths_split_into_name_namespace_and_rest() {
         let uri: Uri = "/function/echo".parse().expect("uri");
-        assert_eq!(split_function_path(&uri).expect("ok"), ("echo".into(), DEFAULT_NAMESPACE.into(), "/".into()));
+        assert_eq!(
+            split_function_path(&uri).expect("ok"),
+            ("echo".into(), DEFAULT_NAMESPACE.into(), "/".into())
+        );
         let uri: Uri = "/function/echo.dev/a/b?x=1&y=2".parse().expect("uri");
-        assert_eq!(split_function_path(&uri).expect("ok"), ("echo".into(), "dev".into(), "/a/b?x=1&y=2".into()));
+        assert_eq!(
+            split_function_path(&uri).expect("ok"),
+            ("echo".into(), "dev".into(), "/a/b?x=1&y=2".into())
+        );
         let uri: Uri = "/function/Bad_Name".parse().expect("uri");
         assert!(split_function_path(&uri).is_err());
     }
 
     #[test]
     fn json_errors_name_the_field() {
-        let err = parse_json::<FunctionDeployment>(&Bytes::from_static(br#"{"service":"a","envVars":{"k":5}}"#))
-            .expect_err("bad");
+        let err = parse_json::<FunctionDeployment>(&Bytes::from_static(
+            br#"{"service":"a","envVars":{"k":5}}"#,
+        ))
+        .expect_err("bad");
         assert!(err.to_string().contains("envVars.k"), "{err}");
-        let err = parse_json::<FunctionDeployment>(&Bytes::from_static(br#"{"image":"x"}"#)).expect_err("bad");
+        let err = parse_json::<FunctionDeployment>(&Bytes::from_static(br#"{"image":"x"}"#))
+            .expect_err("bad");
         assert!(err.to_string().contains("service"), "{err}");
     }
 }

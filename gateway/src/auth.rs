@@ -114,7 +114,10 @@ pub async fn require_basic_auth(
     if authorized {
         return next.run(request).await;
     }
-    let mut response = (StatusCode::UNAUTHORIZED, "Unauthorized: basic auth credentials are required\n")
+    let mut response = (
+        StatusCode::UNAUTHORIZED,
+        "Unauthorized: basic auth credentials are required\n",
+    )
         .into_response();
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,

@@ -52,9 +52,7 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
 /// `KB`/`KiB`/`Mi` spellings accepted).
 pub fn parse_size(value: &str) -> Result<usize, String> {
     let v = value.trim();
-    let split = v
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(v.len());
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
     let (num, unit) = v.split_at(split);
     let n: usize = num
         .parse()
@@ -64,7 +62,11 @@ pub fn parse_size(value: &str) -> Result<usize, String> {
         "k" | "kb" | "ki" | "kib" => 1 << 10,
         "m" | "mb" | "mi" | "mib" => 1 << 20,
         "g" | "gb" | "gi" | "gib" => 1 << 30,
-        other => return Err(format!("invalid size unit {other:?} in {value:?}: use K, M or G")),
+        other => {
+            return Err(format!(
+                "invalid size unit {other:?} in {value:?}: use K, M or G"
+            ));
+        }
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("size {value:?} is too large"))

@@ -96,7 +96,10 @@ impl IntoResponse for GatewayError {
         }
         (
             status,
-            [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; charset=utf-8",
+            )],
             format!("{self}\n"),
         )
             .into_response()

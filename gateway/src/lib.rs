@@ -79,7 +79,11 @@ impl Gateway {
     }
 
     /// Serves until `cancel` fires, then drains connections and stops every function process.
-    pub async fn serve(self, listener: TcpListener, cancel: CancellationToken) -> std::io::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        cancel: CancellationToken,
+    ) -> std::io::Result<()> {
         let router = self.router();
         let addr = listener.local_addr()?;
         tracing::info!(

@@ -94,11 +94,14 @@ impl Metrics {
         )
         .expect("static metric definition");
         let functions_seconds = HistogramVec::new(
-            HistogramOpts::new("gateway_functions_seconds", "Function invocation time taken")
-                .buckets(vec![
-                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                    30.0, 60.0,
-                ]),
+            HistogramOpts::new(
+                "gateway_functions_seconds",
+                "Function invocation time taken",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                60.0,
+            ]),
             &["function_name", "code"],
         )
         .expect("static metric definition");
@@ -222,16 +225,27 @@ mod tests {
         let m = Metrics::new();
         let a = m.start("echo.openfaas-fn");
         let b = m.start("echo.openfaas-fn");
-        assert!(m.render().contains("gateway_function_invocation_inflight{function_name=\"echo.openfaas-fn\"} 2"));
+        assert!(m.render().contains(
+            "gateway_function_invocation_inflight{function_name=\"echo.openfaas-fn\"} 2"
+        ));
         a.finish(200, Duration::from_millis(3));
         drop(b);
         let text = m.render();
         assert!(text.contains("gateway_function_invocation_total{code=\"200\",function_name=\"echo.openfaas-fn\"} 1"), "{text}");
         assert!(text.contains("gateway_function_invocation_total{code=\"499\",function_name=\"echo.openfaas-fn\"} 1"), "{text}");
-        assert!(text.contains("gateway_function_invocation_started{function_name=\"echo.openfaas-fn\"} 2"));
-        assert!(text.contains("gateway_function_invocation_inflight{function_name=\"echo.openfaas-fn\"} 0"));
+        assert!(
+            text.contains(
+                "gateway_function_invocation_started{function_name=\"echo.openfaas-fn\"} 2"
+            )
+        );
+        assert!(text.contains(
+            "gateway_function_invocation_inflight{function_name=\"echo.openfaas-fn\"} 0"
+        ));
         assert_eq!(m.invocation_count("echo.openfaas-fn"), 2.0);
         m.set_service_counts(&[("echo.openfaas-fn".into(), 3)]);
-        assert!(m.render().contains("gateway_service_count{function_name=\"echo.openfaas-fn\"} 3"));
+        assert!(
+            m.render()
+                .contains("gateway_service_count{function_name=\"echo.openfaas-fn\"} 3")
+        );
     }
 }

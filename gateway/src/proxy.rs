@@ -58,10 +58,7 @@ impl HttpProxy {
         request: Request<Body>,
     ) -> Result<Response<Body>, GatewayError> {
         let (mut parts, body) = request.into_parts();
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str());
+        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         parts.uri = Uri::try_from(format!("http://{addr}{path}"))
             .map_err(|e| GatewayError::BadRequest(format!("invalid request path: {e}")))?;
         strip_hop_by_hop(&mut parts.headers);

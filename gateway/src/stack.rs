@@ -132,7 +132,9 @@ impl<'de> Deserialize<'de> for Scalar {
             Value::Number(n) => Ok(Self(n.to_string())),
             Value::Bool(b) => Ok(Self(b.to_string())),
             Value::Null => Ok(Self(String::new())),
-            _ => Err(serde::de::Error::custom("expected a string, number or boolean")),
+            _ => Err(serde::de::Error::custom(
+                "expected a string, number or boolean",
+            )),
         }
     }
 }
@@ -219,9 +221,13 @@ impl Stack {
             for file in &f.environment_file {
                 let p = self.dir().join(file);
                 let text = std::fs::read_to_string(&p).map_err(|e| {
-                    invalid(format!("field `environment_file`: cannot read {}: {e}", p.display()))
+                    invalid(format!(
+                        "field `environment_file`: cannot read {}: {e}",
+                        p.display()
+                    ))
                 })?;
-                let parsed: EnvFile = parse_yaml(&p, &text).map_err(|e| invalid(format!("field `environment_file`: {e}")))?;
+                let parsed: EnvFile = parse_yaml(&p, &text)
+                    .map_err(|e| invalid(format!("field `environment_file`: {e}")))?;
                 env.extend(parsed.environment.into_iter().map(|(k, v)| (k, v.0)));
             }
             env.extend(f.environment.iter().map(|(k, v)| (k.clone(), v.0.clone())));
@@ -335,7 +341,10 @@ functions:
         assert_eq!(hello.env_vars["verbose"], "true");
         assert_eq!(hello.env_vars["greeting"], "hi");
         assert_eq!(hello.label("com.openfaas.scale.min"), Some("2"));
-        assert_eq!(hello.annotations.as_ref().expect("annotations")["topic"], "payments,refunds");
+        assert_eq!(
+            hello.annotations.as_ref().expect("annotations")["topic"],
+            "payments,refunds"
+        );
         let echo = d.iter().find(|f| f.service == "echo").expect("echo");
         assert_eq!(echo.namespace.as_deref(), Some("dev"));
         assert_eq!(echo.env_vars["mode"], "http");

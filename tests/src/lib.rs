@@ -1,1 +1,338 @@
-//! placeholder
+//! Helpers shared by the workspace integration tests: free ports, the `tributary` binary,
+//! a gateway process with its logs, and process-liveness checks. Brokers started for tests
+//! get their helpers here too, so every test starts them the same way.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A free TCP port on 127.0.0.1 (bound, read and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_owned()
+}
+
+/// Path of the `tributary` binary: `$TRIBUTARY_BIN`, or next to this test executable's folder
+/// (`target/<profile>/tributary`), which `cargo build --bins` produces.
+pub fn tributary_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TRIBUTARY_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current test executable");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    let bin = profile_dir.join("tributary");
+    assert!(
+        bin.exists(),
+        "{} does not exist: run `cargo build --bins` before the tests (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // The state follows the parenthesised command name.
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next());
+            !matches!(state, Some('Z' | 'X') | None)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Polls `check` every 50 ms until it holds or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends a signal to a process.
+pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid fits i32")),
+        sig,
+    );
+}
+
+/// How to start a gateway process.
+#[derive(Debug, Default, Clone)]
+pub struct GatewayOptions {
+    /// Extra CLI arguments after `gateway` (or `up`).
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// Run `tributary up -f FILE` instead of `tributary gateway`.
+    pub stack_file: Option<PathBuf>,
+}
+
+impl GatewayOptions {
+    /// Adds CLI arguments.
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    /// Adds an environment variable.
+    pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// Runs `up -f file`.
+    pub fn stack(mut self, file: impl Into<PathBuf>) -> Self {
+        self.stack_file = Some(file.into());
+        self
+    }
+}
+
+/// A `tributary gateway` (or `up`) process on a free port, killed on drop.
+pub struct GatewayProcess {
+    child: Child,
+    /// Its port.
+    pub port: u16,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// An HTTP client.
+    pub http: reqwest::Client,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl GatewayProcess {
+    /// Starts a gateway with default options.
+    pub async fn start() -> Self {
+        Self::start_with(GatewayOptions::default()).await
+    }
+
+    /// Starts a gateway and waits until `/healthz` answers.
+    pub async fn start_with(options: GatewayOptions) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let log = dir.path().join("gateway.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(tributary_bin());
+        match &options.stack_file {
+            Some(f) => cmd.arg("up").arg("-f").arg(f),
+            None => cmd.arg("gateway"),
+        };
+        cmd.arg("--port")
+            .arg(port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .args(&options.args)
+            .envs(options.env.iter().cloned())
+            .env("RUST_LOG", "info")
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log file"))
+            .stderr(log_file);
+        let child = cmd.spawn().expect("spawn tributary");
+        let mut gw = Self {
+            child,
+            port,
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("client"),
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = gw.http.get(gw.url("/healthz")).send().await
+                && r.status().is_success()
+            {
+                break;
+            }
+            if let Ok(Some(status)) = gw.child.try_wait() {
+                panic!(
+                    "gateway exited with {status} before serving:\n{}",
+                    gw.logs()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not become healthy:\n{}",
+                gw.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        gw
+    }
+
+    /// A URL on this gateway.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the gateway logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit status (at most `limit`).
+    pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
+        signal(self.child.id(), nix::sys::signal::Signal::SIGTERM);
+        self.wait(limit)
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not exit within {limit:?}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `POST /system/functions` with a JSON deployment.
+    pub async fn deploy(&self, deployment: Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/system/functions"))
+            .json(&deployment)
+            .send()
+            .await
+            .expect("deploy request")
+    }
+
+    /// Deploys and asserts 202.
+    pub async fn deploy_ok(&self, deployment: Value) {
+        let r = self.deploy(deployment.clone()).await;
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        assert_eq!(
+            status,
+            202,
+            "deploy {deployment} failed: {body}\n{}",
+            self.logs()
+        );
+    }
+
+    /// `GET /system/function/NAME` as JSON (panics unless 200).
+    pub async fn status(&self, name: &str) -> Value {
+        let r = self
+            .http
+            .get(self.url(&format!("/system/function/{name}")))
+            .send()
+            .await
+            .expect("status request");
+        assert_eq!(r.status(), 200, "status of {name}");
+        r.json().await.expect("status JSON")
+    }
+
+    /// Waits until `availableReplicas` of `name` equals `n`.
+    pub async fn wait_available(&self, name: &str, n: u64) {
+        eventually(
+            Duration::from_secs(20),
+            &format!("{name} to have {n} available replicas"),
+            || async { self.status(name).await["availableReplicas"] == n },
+        )
+        .await;
+    }
+
+    /// `POST /system/scale-function/NAME`.
+    pub async fn scale(&self, name: &str, replicas: u64) -> reqwest::Response {
+        self.http
+            .post(self.url(&format!("/system/scale-function/{name}")))
+            .json(&serde_json::json!({ "serviceName": name, "replicas": replicas }))
+            .send()
+            .await
+            .expect("scale request")
+    }
+
+    /// Invokes a function with a body and returns the response.
+    pub async fn invoke(&self, name: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.http
+            .post(self.url(&format!("/function/{name}")))
+            .body(body)
+            .send()
+            .await
+            .expect("invoke request")
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            signal(self.child.id(), nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A deployment of the built-in echo function as a `mode=http` function.
+pub fn echo_function(name: &str) -> Value {
+    serde_json::json!({
+        "service": name,
+        "image": "tributary/echo:test",
+        "envProcess": "tributary echo",
+        "envVars": { "mode": "http" },
+    })
+}
+
+/// A fork-per-request deployment running `command`.
+pub fn fork_function(name: &str, command: &str) -> Value {
+    serde_json::json!({
+        "service": name,
+        "image": "tributary/fork:test",
+        "envProcess": command,
+    })
+}

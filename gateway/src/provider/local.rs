@@ -30,7 +30,9 @@ use tokio_util::sync::CancellationToken;
 use super::Provider;
 use super::process::{check_program, isolate, signal_group, terminate};
 use crate::error::GatewayError;
-use crate::model::{DEFAULT_NAMESPACE, FunctionDeployment, FunctionStatus, ProviderInfo, VersionInfo};
+use crate::model::{
+    DEFAULT_NAMESPACE, FunctionDeployment, FunctionStatus, ProviderInfo, VersionInfo,
+};
 use crate::proxy::{HttpProxy, is_length_limit};
 
 /// The label OpenFaaS uses for the minimum (and initial) replica count.
@@ -259,7 +261,9 @@ impl LocalProvider {
             None => 1,
         };
         let fork_error = match mode {
-            Mode::Fork => check_program(&argv[0], &self.inner.path_var, &self.inner.config.work_dir).err(),
+            Mode::Fork => {
+                check_program(&argv[0], &self.inner.path_var, &self.inner.config.work_dir).err()
+            }
             Mode::Http => None,
         };
         Ok(Arc::new(Function {
@@ -286,7 +290,8 @@ impl LocalProvider {
             return;
         }
         let mut set = function.replicas.lock().await;
-        let desired = usize::try_from(function.desired.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
+        let desired =
+            usize::try_from(function.desired.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
         while set.running.len() < desired && !function.cancel.is_cancelled() {
             let id = self.inner.next_replica.fetch_add(1, Ordering::Relaxed);
             let cancel = function.cancel.child_token();
@@ -312,8 +317,19 @@ impl LocalProvider {
         }
     }
 
+    /// How long a deploy waits for its replicas: a little over `startup_timeout`, so a replica's
+    /// own, more precise failure is what gets reported.
+    fn deploy_wait(&self) -> Duration {
+        self.inner.config.startup_timeout + Duration::from_secs(1)
+    }
+
     /// Waits until `function` has `want` ready replicas, or reports why it did not get them.
-    async fn wait_ready(&self, function: &Function, want: usize, limit: Duration) -> Result<(), GatewayError> {
+    async fn wait_ready(
+        &self,
+        function: &Function,
+        want: usize,
+        limit: Duration,
+    ) -> Result<(), GatewayError> {
         if function.mode == Mode::Fork {
             return match &function.fork_error {
                 Some(reason) => Err(GatewayError::StartFailed {
@@ -343,7 +359,7 @@ impl LocalProvider {
                 _ = tokio::time::sleep_until(deadline) => {
                     return Err(GatewayError::StartFailed {
                         name: function.spec.service.clone(),
-                        reason: format!("not ready after {:.1}s: {}", limit.as_secs_f64(), function.last_error()),
+                        reason: format!("not ready after {:.1}s (startup_timeout): {}", limit.as_secs_f64(), function.last_error()),
                     });
                 }
                 _ = function.cancel.cancelled() => {
@@ -365,7 +381,11 @@ impl LocalProvider {
         }
     }
 
-    async fn invoke_http(&self, function: &Arc<Function>, request: Request<Body>) -> Result<Response<Body>, GatewayError> {
+    async fn invoke_http(
+        &self,
+        function: &Arc<Function>,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, GatewayError> {
         let addr = match function.pick() {
             Some(addr) => addr,
             None => {
@@ -389,10 +409,17 @@ impl LocalProvider {
                 }
             }
         };
-        self.inner.proxy.forward(&function.spec.service, addr, request).await
+        self.inner
+            .proxy
+            .forward(&function.spec.service, addr, request)
+            .await
     }
 
-    async fn invoke_fork(&self, function: &Arc<Function>, request: Request<Body>) -> Result<Response<Body>, GatewayError> {
+    async fn invoke_fork(
+        &self,
+        function: &Arc<Function>,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, GatewayError> {
         let config = &self.inner.config;
         let name = function.spec.service.clone();
         let (parts, body) = request.into_parts();
@@ -422,7 +449,9 @@ impl LocalProvider {
         let (Some(mut stdin), Some(mut stdout), Some(mut stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
-            return Err(GatewayError::Internal("child pipes were not created".into()));
+            return Err(GatewayError::Internal(
+                "child pipes were not created".into(),
+            ));
         };
         let feed = async move {
             let mut stream = body.into_data_stream();
@@ -446,7 +475,8 @@ impl LocalProvider {
             out
         };
         let run = async { tokio::join!(feed, read_out, read_err, child.wait()) };
-        let (fed, out, err, status) = match tokio::time::timeout(config.upstream_timeout, run).await {
+        let (fed, out, err, status) = match tokio::time::timeout(config.upstream_timeout, run).await
+        {
             Ok(results) => results,
             Err(_) => {
                 if let Some(pid) = pid {
@@ -464,12 +494,18 @@ impl LocalProvider {
         }
         if let Err(e) = fed {
             if is_length_limit(&e) {
-                return Err(GatewayError::PayloadTooLarge { limit: config.max_body_size });
+                return Err(GatewayError::PayloadTooLarge {
+                    limit: config.max_body_size,
+                });
             }
-            return Err(GatewayError::BadRequest(format!("reading request body failed: {e}")));
+            return Err(GatewayError::BadRequest(format!(
+                "reading request body failed: {e}"
+            )));
         }
-        let status = status.map_err(|e| GatewayError::Internal(format!("waiting for {name}: {e}")))?;
-        let out = out.map_err(|e| GatewayError::Internal(format!("reading output of {name}: {e}")))?;
+        let status =
+            status.map_err(|e| GatewayError::Internal(format!("waiting for {name}: {e}")))?;
+        let out =
+            out.map_err(|e| GatewayError::Internal(format!("reading output of {name}: {e}")))?;
         if !err.is_empty() {
             let text = String::from_utf8_lossy(&err);
             if status.success() {
@@ -492,7 +528,9 @@ impl LocalProvider {
             .or_else(|| parts.headers.get(header::CONTENT_TYPE).cloned())
             .unwrap_or(HeaderValue::from_static("text/plain; charset=utf-8"));
         let mut response = Response::new(Body::from(Bytes::from(out)));
-        response.headers_mut().insert(header::CONTENT_TYPE, content_type);
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, content_type);
         Ok(response)
     }
 }
@@ -527,7 +565,9 @@ fn plain(status: StatusCode, text: String) -> Response<Body> {
 }
 
 fn free_port() -> std::io::Result<u16> {
-    TcpListener::bind(("127.0.0.1", 0))?.local_addr().map(|a| a.port())
+    TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()
+        .map(|a| a.port())
 }
 
 /// Keeps one `mode=http` replica running until cancelled: start, wait until it accepts
@@ -561,7 +601,12 @@ enum ReplicaEnd {
     Failed(String),
 }
 
-async fn run_replica(inner: &Inner, function: &Function, id: u64, cancel: &CancellationToken) -> ReplicaEnd {
+async fn run_replica(
+    inner: &Inner,
+    function: &Function,
+    id: u64,
+    cancel: &CancellationToken,
+) -> ReplicaEnd {
     let config = &inner.config;
     let port = match free_port() {
         Ok(p) => p,
@@ -580,11 +625,13 @@ async fn run_replica(inner: &Inner, function: &Function, id: u64, cancel: &Cance
     isolate(&mut cmd);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => return ReplicaEnd::Failed(format!("could not start {:?}: {e}", function.argv[0])),
+        Err(e) => {
+            return ReplicaEnd::Failed(format!("could not start {:?}: {e}", function.argv[0]));
+        }
     };
     let pid = child.id().unwrap_or_default();
     let tail = Arc::new(Mutex::new(std::collections::VecDeque::new()));
-    forward_output(&mut child, function.label.clone(), pid, tail.clone());
+    let mut stderr_done = forward_output(&mut child, function.label.clone(), pid, tail.clone());
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = tokio::time::Instant::now() + config.startup_timeout;
     loop {
@@ -594,6 +641,8 @@ async fn run_replica(inner: &Inner, function: &Function, id: u64, cancel: &Cance
         tokio::select! {
             status = child.wait() => {
                 signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+                // Let the reader catch the last stderr lines: they usually say why.
+                let _ = tokio::time::timeout(Duration::from_millis(500), &mut stderr_done).await;
                 return ReplicaEnd::Failed(format!("process exited ({}) before listening on PORT {port}{}",
                     status.map_or_else(|e| e.to_string(), |s| s.to_string()), stderr_suffix(&tail)));
             }
@@ -618,6 +667,7 @@ async fn run_replica(inner: &Inner, function: &Function, id: u64, cancel: &Cance
         status = child.wait() => {
             function.set_ready(id, None);
             signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = tokio::time::timeout(Duration::from_millis(500), &mut stderr_done).await;
             ReplicaEnd::Failed(format!("process {pid} exited ({}){}",
                 status.map_or_else(|e| e.to_string(), |s| s.to_string()), stderr_suffix(&tail)))
         }
@@ -637,12 +687,16 @@ fn stderr_suffix(tail: &Tail) -> String {
     if lines.is_empty() {
         String::new()
     } else {
-        format!("; stderr: {}", lines.iter().cloned().collect::<Vec<_>>().join(" | "))
+        format!(
+            "; stderr: {}",
+            lines.iter().cloned().collect::<Vec<_>>().join(" | ")
+        )
     }
 }
 
-/// Sends a replica's stdout and stderr lines to the log, keeping the last stderr lines.
-fn forward_output(child: &mut Child, label: String, pid: u32, tail: Tail) {
+/// Sends a replica's stdout and stderr lines to the log, keeping the last stderr lines; the
+/// handle finishes when stderr closes.
+fn forward_output(child: &mut Child, label: String, pid: u32, tail: Tail) -> JoinHandle<()> {
     if let Some(out) = child.stdout.take() {
         let label = label.clone();
         tokio::spawn(async move {
@@ -652,19 +706,19 @@ fn forward_output(child: &mut Child, label: String, pid: u32, tail: Tail) {
             }
         });
     }
-    if let Some(err) = child.stderr.take() {
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(err).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                tracing::info!(target: "function", function = %label, pid, stream = "stderr", "{line}");
-                let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
-                if t.len() == STDERR_TAIL {
-                    t.pop_front();
-                }
-                t.push_back(line);
+    let err = child.stderr.take();
+    tokio::spawn(async move {
+        let Some(err) = err else { return };
+        let mut lines = BufReader::new(err).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::info!(target: "function", function = %label, pid, stream = "stderr", "{line}");
+            let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
+            if t.len() == STDERR_TAIL {
+                t.pop_front();
             }
-        });
-    }
+            t.push_back(line);
+        }
+    })
 }
 
 #[async_trait]
@@ -693,9 +747,16 @@ impl Provider for LocalProvider {
         let function = self.build(deployment, Utc::now())?;
         let key = function.key();
         {
-            let mut functions = self.inner.functions.write().unwrap_or_else(|e| e.into_inner());
+            let mut functions = self
+                .inner
+                .functions
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
             if functions.contains_key(&key) {
-                return Err(GatewayError::AlreadyExists { name: key.1, namespace: key.0 });
+                return Err(GatewayError::AlreadyExists {
+                    name: key.1,
+                    namespace: key.0,
+                });
             }
             functions.insert(key.clone(), function.clone());
         }
@@ -707,19 +768,21 @@ impl Provider for LocalProvider {
         tracing::info!(function = %function.label, mode = ?function.mode, command = ?function.argv, "deploying function");
         self.reconcile(&function).await;
         let want = usize::try_from(function.desired.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
-        self.wait_ready(&function, want, self.inner.config.startup_timeout).await
+        self.wait_ready(&function, want, self.deploy_wait()).await
     }
 
     async fn update(&self, deployment: FunctionDeployment) -> Result<(), GatewayError> {
         let old = self.get(&deployment.service, deployment.namespace_or_default())?;
         let function = self.build(deployment, old.created_at)?;
         if function.spec.label(SCALE_MIN_LABEL).is_none() {
-            function.desired.store(old.desired.load(Ordering::Relaxed), Ordering::Relaxed);
+            function
+                .desired
+                .store(old.desired.load(Ordering::Relaxed), Ordering::Relaxed);
         }
         // Start the new replicas before retiring the old ones, so calls keep being served.
         self.reconcile(&function).await;
         let want = usize::try_from(function.desired.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
-        let ready = self.wait_ready(&function, want, self.inner.config.startup_timeout).await;
+        let ready = self.wait_ready(&function, want, self.deploy_wait()).await;
         let key = function.key();
         let replaced = self
             .inner
@@ -742,7 +805,10 @@ impl Provider for LocalProvider {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&(namespace.to_owned(), name.to_owned()));
         let Some(function) = removed else {
-            return Err(GatewayError::FunctionNotFound { name: name.into(), namespace: namespace.into() });
+            return Err(GatewayError::FunctionNotFound {
+                name: name.into(),
+                namespace: namespace.into(),
+            });
         };
         self.stop(&function).await;
         tracing::info!(function = %function.label, "function deleted");
@@ -750,7 +816,11 @@ impl Provider for LocalProvider {
     }
 
     async fn list(&self, namespace: &str) -> Result<Vec<FunctionStatus>, GatewayError> {
-        let functions = self.inner.functions.read().unwrap_or_else(|e| e.into_inner());
+        let functions = self
+            .inner
+            .functions
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<FunctionStatus> = functions
             .iter()
             .filter(|((ns, _), _)| ns == namespace)
@@ -783,7 +853,12 @@ impl Provider for LocalProvider {
             .collect())
     }
 
-    async fn invoke(&self, name: &str, namespace: &str, request: Request<Body>) -> Result<Response<Body>, GatewayError> {
+    async fn invoke(
+        &self,
+        name: &str,
+        namespace: &str,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, GatewayError> {
         let function = self.get(name, namespace)?;
         match function.mode {
             Mode::Http => self.invoke_http(&function, request).await,
@@ -844,7 +919,9 @@ mod tests {
             .await
             .expect("invokes");
         assert_eq!(resp.status(), StatusCode::OK);
-        let body = axum::body::to_bytes(resp.into_body(), 1024).await.expect("body");
+        let body = axum::body::to_bytes(resp.into_body(), 1024)
+            .await
+            .expect("body");
         assert_eq!(&body[..], b"hello");
     }
 
@@ -867,7 +944,13 @@ mod tests {
     #[tokio::test]
     async fn empty_command_is_a_bad_request() {
         let p = provider();
-        assert!(matches!(p.deploy(fork("x", "  ")).await, Err(GatewayError::BadRequest(_))));
-        assert!(matches!(p.deploy(fork("x", "'unclosed")).await, Err(GatewayError::BadRequest(_))));
+        assert!(matches!(
+            p.deploy(fork("x", "  ")).await,
+            Err(GatewayError::BadRequest(_))
+        ));
+        assert!(matches!(
+            p.deploy(fork("x", "'unclosed")).await,
+            Err(GatewayError::BadRequest(_))
+        ));
     }
 }

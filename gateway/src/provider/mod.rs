@@ -39,8 +39,7 @@ pub trait Provider: Send + Sync + 'static {
     async fn status(&self, name: &str, namespace: &str) -> Result<FunctionStatus, GatewayError>;
 
     /// Sets the desired replica count.
-    async fn scale(&self, name: &str, namespace: &str, replicas: u64)
-    -> Result<(), GatewayError>;
+    async fn scale(&self, name: &str, namespace: &str, replicas: u64) -> Result<(), GatewayError>;
 
     /// The namespaces functions may live in.
     async fn namespaces(&self) -> Result<Vec<String>, GatewayError>;

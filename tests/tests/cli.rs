@@ -1,0 +1,154 @@
+//! The `tributary` command line: `up -f stack.yml`, and clear errors for bad stack files and config.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use tributary_tests::{GatewayOptions, GatewayProcess, tributary_bin, workspace_root};
+
+#[tokio::test]
+async fn up_serves_the_example_stack() {
+    let stack = workspace_root().join("examples/stack.yml");
+    let gw = GatewayProcess::start_with(
+        GatewayOptions::default()
+            .stack(&stack)
+            .env("GREETING", "tests"),
+    )
+    .await;
+    tributary_tests::eventually(
+        Duration::from_secs(20),
+        "all example functions available",
+        || async {
+            let list: Vec<Value> = gw
+                .http
+                .get(gw.url("/system/functions"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            list.len() == 3
+                && list
+                    .iter()
+                    .all(|f| f["availableReplicas"].as_u64() >= Some(1))
+        },
+    )
+    .await;
+
+    let r = gw.invoke("hello", "Ada").await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.starts_with("Hello, Ada!") && text.contains("greeting from tests"),
+        "{text}"
+    );
+
+    let r = gw.invoke("wordcount", "one two\nthree").await;
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let counts: Value = r.json().await.unwrap();
+    assert_eq!(counts["words"], 3);
+
+    let r = gw.invoke("echo", "ping").await;
+    assert_eq!(r.text().await.unwrap(), "ping");
+    let echo = gw.status("echo").await;
+    assert_eq!(echo["replicas"], 2);
+    assert_eq!(echo["annotations"]["topic"], "payments,refunds");
+}
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let out = Command::new(tributary_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run tributary");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn bad_stack_files_name_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad_type = dir.path().join("bad-type.yml");
+    std::fs::write(
+        &bad_type,
+        "functions:\n  hello:\n    fprocess: cat\n    labels: [a, b]\n",
+    )
+    .unwrap();
+    let (code, out) = run(
+        &["up", "-f", bad_type.to_str().unwrap(), "--port", "0"],
+        &[],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("bad-type.yml:4:") && out.contains("functions.hello.labels"),
+        "{out}"
+    );
+
+    let no_cmd = dir.path().join("no-cmd.yml");
+    std::fs::write(
+        &no_cmd,
+        "functions:\n  ok:\n    fprocess: cat\n  hello:\n    image: x\n",
+    )
+    .unwrap();
+    let (code, out) = run(&["up", "-f", no_cmd.to_str().unwrap(), "--port", "0"], &[]);
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("no-cmd.yml:4:") && out.contains("fprocess"),
+        "{out}"
+    );
+
+    let broken = dir.path().join("broken.yml");
+    std::fs::write(&broken, "functions:\n  hello: [\n").unwrap();
+    let (code, out) = run(&["up", "-f", broken.to_str().unwrap()], &[]);
+    assert_ne!(code, 0);
+    assert!(out.contains("broken.yml:"), "{out}");
+
+    let (code, out) = run(&["up", "-f", "/no/such/stack.yml"], &[]);
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("/no/such/stack.yml") && out.contains("cannot read"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_config_is_rejected_before_serving() {
+    let (code, out) = run(&["gateway", "--upstream-timeout", "banana"], &[]);
+    assert_eq!(code, 2);
+    assert!(
+        out.contains("upstream-timeout") && out.contains("banana"),
+        "{out}"
+    );
+
+    let (code, out) = run(&["gateway"], &[("max_body_size", "10X")]);
+    assert_eq!(code, 2);
+    assert!(out.contains("10X"), "{out}");
+
+    let (code, out) = run(&["gateway"], &[("basic_auth", "maybe")]);
+    assert_eq!(code, 2, "{out}");
+
+    let empty = tempfile::tempdir().unwrap();
+    let (code, out) = run(
+        &["gateway", "--port", "0"],
+        &[
+            ("basic_auth", "true"),
+            ("secret_mount_path", empty.path().to_str().unwrap()),
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(out.contains("basic-auth-user"), "{out}");
+
+    // A port already in use.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let (code, out) = run(&["gateway", "--bind", "127.0.0.1", "--port", &port], &[]);
+    assert_eq!(code, 1);
+    assert!(out.contains("cannot listen"), "{out}");
+}

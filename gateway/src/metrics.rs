@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The gateway's metrics, registered in their own registry.
@@ -27,6 +27,8 @@ pub struct FunctionHandles {
     started: IntCounter,
     inflight: IntGauge,
     name: String,
+    /// Per status code: the invocation counter and latency histogram.
+    by_code: RwLock<HashMap<u16, (IntCounter, Histogram)>>,
 }
 
 impl FunctionHandles {
@@ -55,16 +57,32 @@ impl Invocation<'_> {
         }
         self.finished = true;
         self.handles.inflight.dec();
-        let code = code.to_string();
-        let code = code.as_str();
-        self.metrics
-            .invocation_total
-            .with_label_values(&[self.handles.name.as_str(), code])
-            .inc();
-        self.metrics
-            .functions_seconds
-            .with_label_values(&[self.handles.name.as_str(), code])
-            .observe(took.as_secs_f64());
+        let cached = self
+            .handles
+            .by_code
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&code)
+            .cloned();
+        let (total, seconds) = cached.unwrap_or_else(|| {
+            let label = code.to_string();
+            let pair = (
+                self.metrics
+                    .invocation_total
+                    .with_label_values(&[self.handles.name.as_str(), &label]),
+                self.metrics
+                    .functions_seconds
+                    .with_label_values(&[self.handles.name.as_str(), &label]),
+            );
+            self.handles
+                .by_code
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(code, pair.clone());
+            pair
+        });
+        total.inc();
+        seconds.observe(took.as_secs_f64());
     }
 }
 
@@ -159,6 +177,7 @@ impl Metrics {
             started: self.invocation_started.with_label_values(&[function_name]),
             inflight: self.inflight.with_label_values(&[function_name]),
             name: function_name.to_owned(),
+            by_code: RwLock::default(),
         });
         self.handles
             .write()

@@ -86,7 +86,8 @@ pub struct LocalProvider {
 struct Inner {
     config: LocalConfig,
     path_var: OsString,
-    functions: RwLock<HashMap<(String, String), Arc<Function>>>,
+    /// Namespace → name → function; nested so lookups borrow instead of allocating keys.
+    functions: RwLock<HashMap<String, HashMap<String, Arc<Function>>>>,
     namespaces: RwLock<BTreeSet<String>>,
     proxy: HttpProxy,
     cancel: CancellationToken,
@@ -222,7 +223,8 @@ impl LocalProvider {
             .functions
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&(namespace.to_owned(), name.to_owned()))
+            .get(namespace)
+            .and_then(|fns| fns.get(name))
             .cloned()
             .ok_or_else(|| GatewayError::FunctionNotFound {
                 name: name.to_owned(),
@@ -740,7 +742,8 @@ impl Provider for LocalProvider {
             .functions
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .contains_key(&(namespace.to_owned(), name.to_owned()))
+            .get(namespace)
+            .is_some_and(|fns| fns.contains_key(name))
     }
 
     async fn deploy(&self, deployment: FunctionDeployment) -> Result<(), GatewayError> {
@@ -752,13 +755,14 @@ impl Provider for LocalProvider {
                 .functions
                 .write()
                 .unwrap_or_else(|e| e.into_inner());
-            if functions.contains_key(&key) {
+            let in_ns = functions.entry(key.0.clone()).or_default();
+            if in_ns.contains_key(&key.1) {
                 return Err(GatewayError::AlreadyExists {
                     name: key.1,
                     namespace: key.0,
                 });
             }
-            functions.insert(key.clone(), function.clone());
+            in_ns.insert(key.1.clone(), function.clone());
         }
         self.inner
             .namespaces
@@ -789,7 +793,9 @@ impl Provider for LocalProvider {
             .functions
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key, function.clone());
+            .entry(key.0)
+            .or_default()
+            .insert(key.1, function.clone());
         if let Some(replaced) = replaced {
             self.stop(&replaced).await;
         }
@@ -803,7 +809,8 @@ impl Provider for LocalProvider {
             .functions
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&(namespace.to_owned(), name.to_owned()));
+            .get_mut(namespace)
+            .and_then(|fns| fns.remove(name));
         let Some(function) = removed else {
             return Err(GatewayError::FunctionNotFound {
                 name: name.into(),
@@ -822,10 +829,9 @@ impl Provider for LocalProvider {
             .read()
             .unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<FunctionStatus> = functions
-            .iter()
-            .filter(|((ns, _), _)| ns == namespace)
-            .map(|(_, f)| f.status())
-            .collect();
+            .get(namespace)
+            .map(|fns| fns.values().map(|f| f.status()).collect())
+            .unwrap_or_default();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
@@ -874,7 +880,7 @@ impl Provider for LocalProvider {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .cloned()
+            .flat_map(|fns| fns.values().cloned())
             .collect();
         futures::future::join_all(all.iter().map(|f| self.stop(f))).await;
         tracing::info!(functions = all.len(), "all function processes stopped");

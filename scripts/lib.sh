@@ -1,0 +1,50 @@
+# Shared shell helpers for scripts/ and bench/: install what is missing, pick free ports.
+# Sourced, not run.
+
+# The persistent build folder outside the clone (fast repeated CI runs; a fresh machine builds it).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/tributary-target}"
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+_apt_updated=""
+# need_apt COMMAND PACKAGE: installs the Debian PACKAGE when COMMAND is not on PATH.
+need_apt() {
+    local cmd="$1" pkg="$2"
+    command -v "$cmd" >/dev/null 2>&1 && return 0
+    [ -x "/usr/sbin/$cmd" ] && return 0
+    command -v apt-get >/dev/null 2>&1 || die "$cmd is missing and apt-get is not available to install $pkg"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    if [ -z "$_apt_updated" ]; then
+        log "apt-get update"
+        $sudo apt-get update -qq >/dev/null || die "apt-get update failed"
+        _apt_updated=1
+    fi
+    log "installing $pkg (for $cmd)"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$pkg" >/dev/null || die "apt-get install $pkg failed"
+}
+
+# need_cargo_component NAME: checks a rustup component (rustfmt, clippy) is there.
+need_cargo_component() {
+    local sub="$1" component="$2"
+    if ! cargo "$sub" --version >/dev/null 2>&1; then
+        log "installing rustup component $component"
+        rustup component add "$component" || die "cargo $sub is missing: rustup component add $component"
+    fi
+}
+
+# free_port: prints a free TCP port on 127.0.0.1.
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# wait_http URL [SECONDS]: waits until URL answers 2xx.
+wait_http() {
+    local url="$1" limit="${2:-30}" i=0
+    while ! curl -fsS -o /dev/null "$url" 2>/dev/null; do
+        i=$((i + 1))
+        [ "$i" -le $((limit * 10)) ] || die "$url did not answer within ${limit}s"
+        sleep 0.1
+    done
+}

@@ -235,6 +235,29 @@ impl GatewayProcess {
         }
     }
 
+    /// `GET path` as JSON (panics unless 200).
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        let r = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET request");
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.json().await.expect("JSON body")
+    }
+
+    /// `GET path`, returning the status code.
+    pub async fn get_code(&self, path: &str) -> u16 {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET request")
+            .status()
+            .as_u16()
+    }
+
     /// `POST /system/functions` with a JSON deployment.
     pub async fn deploy(&self, deployment: Value) -> reqwest::Response {
         self.http
@@ -260,14 +283,7 @@ impl GatewayProcess {
 
     /// `GET /system/function/NAME` as JSON (panics unless 200).
     pub async fn status(&self, name: &str) -> Value {
-        let r = self
-            .http
-            .get(self.url(&format!("/system/function/{name}")))
-            .send()
-            .await
-            .expect("status request");
-        assert_eq!(r.status(), 200, "status of {name}");
-        r.json().await.expect("status JSON")
+        self.get_json(&format!("/system/function/{name}")).await
     }
 
     /// Waits until `availableReplicas` of `name` equals `n`.

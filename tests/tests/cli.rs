@@ -21,15 +21,7 @@ async fn up_serves_the_example_stack() {
         Duration::from_secs(20),
         "all example functions available",
         || async {
-            let list: Vec<Value> = gw
-                .http
-                .get(gw.url("/system/functions"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let list: Vec<Value> = gw.get_json("/system/functions").await;
             list.len() == 3
                 && list
                     .iter()

@@ -22,15 +22,7 @@ async fn crud_routes_follow_openfaas() {
     d["readOnlyRootFilesystem"] = json!(true);
     gw.deploy_ok(d).await;
 
-    let list: Vec<Value> = gw
-        .http
-        .get(gw.url("/system/functions"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Vec<Value> = gw.get_json("/system/functions").await;
     assert_eq!(list.len(), 1);
     let f = &list[0];
     assert_eq!(f["name"], "echo");
@@ -82,25 +74,9 @@ async fn crud_routes_follow_openfaas() {
     let mut other = fork_function("cat", "cat");
     other["namespace"] = json!("team-b");
     gw.deploy_ok(other).await;
-    let ns: Vec<String> = gw
-        .http
-        .get(gw.url("/system/namespaces"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ns: Vec<String> = gw.get_json("/system/namespaces").await;
     assert_eq!(ns, vec!["openfaas-fn".to_string(), "team-b".to_string()]);
-    let in_b: Vec<Value> = gw
-        .http
-        .get(gw.url("/system/functions?namespace=team-b"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let in_b: Vec<Value> = gw.get_json("/system/functions?namespace=team-b").await;
     assert_eq!(in_b.len(), 1);
     assert_eq!(in_b[0]["name"], "cat");
     let r = gw
@@ -121,15 +97,7 @@ async fn crud_routes_follow_openfaas() {
     assert_eq!(r.text().await.unwrap(), "ns!");
 
     // /system/info
-    let info: Value = gw
-        .http
-        .get(gw.url("/system/info"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = gw.get_json("/system/info").await;
     assert_eq!(info["provider"]["provider"], "tributary-local");
     assert_eq!(info["provider"]["orchestration"], "process");
     assert!(info["version"]["release"].is_string());
@@ -149,15 +117,7 @@ async fn crud_routes_follow_openfaas() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    assert_eq!(
-        gw.http
-            .get(gw.url("/system/function/echo"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(gw.get_code("/system/function/echo").await, 404);
     assert!(
         !tributary_tests::process_alive(pid),
         "deleted function's process {pid} still runs"
@@ -346,15 +306,7 @@ async fn bad_input_gets_clear_4xx_answers() {
 
     // Unknown functions: 404 everywhere.
     assert_eq!(gw.invoke("nope", "").await.status(), 404);
-    assert_eq!(
-        gw.http
-            .get(gw.url("/system/function/nope"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(gw.get_code("/system/function/nope").await, 404);
     assert_eq!(gw.scale("nope", 2).await.status(), 404);
     let r = gw
         .http
@@ -431,15 +383,7 @@ async fn bad_input_gets_clear_4xx_answers() {
     assert_eq!(gw.invoke("echo", vec![b'x'; 60 * 1024]).await.status(), 200);
 
     // Unknown routes and methods.
-    assert_eq!(
-        gw.http
-            .get(gw.url("/system/nothing"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(gw.get_code("/system/nothing").await, 404);
     assert_eq!(
         gw.http
             .patch(gw.url("/system/functions"))
@@ -571,24 +515,8 @@ async fn basic_auth_protects_system_routes_only() {
     }
     // Invocation, health and metrics stay open, as in OpenFaaS.
     assert_eq!(gw.invoke("cat", "hi").await.status(), 200);
-    assert_eq!(
-        gw.http
-            .get(gw.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        gw.http
-            .get(gw.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(gw.get_code("/healthz").await, 200);
+    assert_eq!(gw.get_code("/metrics").await, 200);
 }
 
 #[tokio::test]

@@ -218,7 +218,7 @@ impl LocalProvider {
         }
     }
 
-    fn get(&self, name: &str, namespace: &str) -> Result<Arc<Function>, GatewayError> {
+    fn lookup(&self, name: &str, namespace: &str) -> Option<Arc<Function>> {
         self.inner
             .functions
             .read()
@@ -226,6 +226,10 @@ impl LocalProvider {
             .get(namespace)
             .and_then(|fns| fns.get(name))
             .cloned()
+    }
+
+    fn get(&self, name: &str, namespace: &str) -> Result<Arc<Function>, GatewayError> {
+        self.lookup(name, namespace)
             .ok_or_else(|| GatewayError::FunctionNotFound {
                 name: name.to_owned(),
                 namespace: namespace.to_owned(),
@@ -738,12 +742,7 @@ impl Provider for LocalProvider {
     }
 
     fn has_function(&self, name: &str, namespace: &str) -> bool {
-        self.inner
-            .functions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(namespace)
-            .is_some_and(|fns| fns.contains_key(name))
+        self.lookup(name, namespace).is_some()
     }
 
     async fn deploy(&self, deployment: FunctionDeployment) -> Result<(), GatewayError> {

@@ -9,6 +9,8 @@ use anyhow::Context;
 use clap::Args;
 use clap::builder::BoolishValueParser;
 use tokio_util::sync::CancellationToken;
+use tributary_connector_sdk::ControllerConfig;
+use tributary_cron::{CronConfig, CronSource};
 use tributary_gateway::config::{parse_duration, parse_size};
 use tributary_gateway::stack::Stack;
 use tributary_gateway::{Gateway, GatewayConfig, LocalConfig, LocalProvider, Provider};
@@ -60,15 +62,31 @@ pub struct UpArgs {
     /// Gateway settings.
     #[command(flatten)]
     pub gateway: GatewayArgs,
+    /// Do not run the cron connector.
+    #[arg(long)]
+    pub no_cron: bool,
+    /// How often the cron connector re-reads functions and schedules.
+    #[arg(long, env = "rebuild_interval", default_value = "5s", value_parser = parse_duration)]
+    pub rebuild_interval: Duration,
+    /// Port of the cron connector's /metrics (0: off).
+    #[arg(long, env = "cron_metrics_port", default_value_t = 0)]
+    pub cron_metrics_port: u16,
 }
 
 struct Running {
-    provider: Arc<LocalProvider>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     cancel: CancellationToken,
 }
 
-async fn start(args: &GatewayArgs, work_dir: PathBuf) -> anyhow::Result<Running> {
+/// A gateway whose port is bound but which does not answer yet.
+struct Bound {
+    provider: Arc<LocalProvider>,
+    gateway: Gateway,
+    listener: tokio::net::TcpListener,
+    cancel: CancellationToken,
+}
+
+async fn bind(args: &GatewayArgs, work_dir: PathBuf) -> anyhow::Result<Bound> {
     let cancel = CancellationToken::new();
     let config = GatewayConfig {
         bind: SocketAddr::new(args.bind, args.port),
@@ -92,12 +110,22 @@ async fn start(args: &GatewayArgs, work_dir: PathBuf) -> anyhow::Result<Running>
         .await
         .with_context(|| format!("cannot listen on {} (port)", config.bind))?;
     spawn_signal_handler(cancel.clone());
-    let server = tokio::spawn(gateway.serve(listener, cancel.clone()));
-    Ok(Running {
+    Ok(Bound {
         provider,
-        server,
+        gateway,
+        listener,
         cancel,
     })
+}
+
+impl Bound {
+    fn serve(self) -> Running {
+        let server = tokio::spawn(self.gateway.serve(self.listener, self.cancel.clone()));
+        Running {
+            server,
+            cancel: self.cancel,
+        }
+    }
 }
 
 fn spawn_signal_handler(cancel: CancellationToken) {
@@ -127,7 +155,7 @@ async fn finish(running: Running) -> anyhow::Result<()> {
 /// Runs the gateway until SIGINT/SIGTERM.
 pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
     let work_dir = args.work_dir.clone().unwrap_or_else(|| PathBuf::from("."));
-    let running = start(&args, work_dir).await?;
+    let running = bind(&args, work_dir).await?.serve();
     finish(running).await
 }
 
@@ -137,11 +165,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let deployments = stack.deployments()?;
     let work_dir = args.gateway.work_dir.clone().unwrap_or_else(|| stack.dir());
     tracing::info!(file = %args.file.display(), functions = deployments.len(), work_dir = %work_dir.display(), "tributary up");
-    let running = start(&args.gateway, work_dir).await?;
+    // Deploy before answering: callers connecting meanwhile wait in the listen backlog instead
+    // of finding a gateway without its functions (404s, or an empty topic map).
+    let bound = bind(&args.gateway, work_dir).await?;
     let mut failed = 0;
     for d in deployments {
         let name = d.service.clone();
-        match running.provider.deploy(d).await {
+        match bound.provider.deploy(d).await {
             Ok(()) => tracing::info!(function = %name, "function deployed"),
             Err(e) => {
                 failed += 1;
@@ -149,10 +179,34 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             }
         }
     }
+    let running = bound.serve();
     tracing::info!(
         url = %format!("http://127.0.0.1:{}", args.gateway.port),
         failed,
         "stack deployed; invoke functions at /function/NAME"
     );
+    if !args.no_cron {
+        let host = match args.gateway.bind {
+            IpAddr::V4(v4) if v4.is_unspecified() => "127.0.0.1".to_owned(),
+            IpAddr::V6(v6) if v6.is_unspecified() => "[::1]".to_owned(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+            ip => ip.to_string(),
+        };
+        let config = ControllerConfig::builder()
+            .gateway_url(format!("http://{host}:{}", args.gateway.port))
+            .upstream_timeout(args.gateway.upstream_timeout)
+            .rebuild_interval(args.rebuild_interval)
+            .basic_auth(args.gateway.basic_auth)
+            .secret_mount_path(args.gateway.secret_mount_path.clone())
+            .metrics_port(args.cron_metrics_port)
+            .build()?;
+        let cancel = running.cancel.clone();
+        tokio::spawn(async move {
+            let source = CronSource::new(CronConfig::default());
+            if let Err(e) = tributary_connector_sdk::run(config, source, cancel).await {
+                tracing::error!(error = %e, "cron connector stopped");
+            }
+        });
+    }
     finish(running).await
 }

@@ -1,5 +1,6 @@
 //! `tributary`: the one binary. Every component is a subcommand.
 
+mod connector_cmd;
 mod echo;
 mod gateway_cmd;
 mod logging;
@@ -26,6 +27,9 @@ enum Command {
     Up(gateway_cmd::UpArgs),
     /// Run the gateway (OpenFaaS REST API) with the local provider.
     Gateway(gateway_cmd::GatewayArgs),
+    /// Run a connector (cron; Kafka, SQS and NATS as they land).
+    #[command(subcommand)]
+    Connector(connector_cmd::ConnectorCommand),
     /// Run the built-in echo function: an HTTP server on $PORT that answers with the request body.
     Echo(echo::EchoArgs),
 }
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Up(args) => gateway_cmd::up(args).await,
             Command::Gateway(args) => gateway_cmd::gateway(args).await,
+            Command::Connector(cmd) => connector_cmd::run(cmd).await,
             Command::Echo(args) => echo::run(args).await,
         }
     });

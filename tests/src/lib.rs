@@ -94,6 +94,8 @@ pub struct GatewayOptions {
     pub env: Vec<(String, String)>,
     /// Run `tributary up -f FILE` instead of `tributary gateway`.
     pub stack_file: Option<PathBuf>,
+    /// Listen on this port instead of a free one (to restart a gateway in place).
+    pub port: Option<u16>,
 }
 
 impl GatewayOptions {
@@ -112,6 +114,12 @@ impl GatewayOptions {
     /// Runs `up -f file`.
     pub fn stack(mut self, file: impl Into<PathBuf>) -> Self {
         self.stack_file = Some(file.into());
+        self
+    }
+
+    /// Listens on `port`.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
         self
     }
 }
@@ -138,7 +146,7 @@ impl GatewayProcess {
     /// Starts a gateway and waits until `/healthz` answers.
     pub async fn start_with(options: GatewayOptions) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
+        let port = options.port.unwrap_or_else(free_port);
         let log = dir.path().join("gateway.log");
         let log_file = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(tributary_bin());
@@ -351,4 +359,182 @@ pub fn fork_function(name: &str, command: &str) -> Value {
         "image": "tributary/fork:test",
         "envProcess": command,
     })
+}
+
+/// A `mode=http` deployment of the recording test function (tests/fixtures/recorder.py),
+/// writing to `record_file`, subscribed to `topic`, with extra env (FAIL_FIRST, DELAY_MS, ...).
+pub fn recorder_function(
+    name: &str,
+    topic: &str,
+    record_file: &Path,
+    env: &[(&str, &str)],
+) -> Value {
+    let script = workspace_root().join("tests/fixtures/recorder.py");
+    let mut env_vars = serde_json::Map::new();
+    env_vars.insert("mode".into(), "http".into());
+    env_vars.insert(
+        "RECORD_FILE".into(),
+        record_file.display().to_string().into(),
+    );
+    for (k, v) in env {
+        env_vars.insert((*k).into(), (*v).into());
+    }
+    serde_json::json!({
+        "service": name,
+        "image": "tributary/recorder:test",
+        "envProcess": format!("python3 {}", script.display()),
+        "envVars": env_vars,
+        "annotations": { "topic": topic },
+    })
+}
+
+/// The requests a recorder function saw, in the order it served them.
+pub fn read_records(record_file: &Path) -> Vec<Value> {
+    std::fs::read_to_string(record_file)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("recorder writes JSON lines"))
+        .collect()
+}
+
+/// Connector SDK helpers: an in-memory source whose acknowledgements a test can watch.
+pub mod sdk {
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use tokio::sync::mpsc;
+    use tributary_connector_sdk::{
+        Acknowledge, ControllerConfig, DeadLetter, DeliveryOrder, Message, Source, SourceContext,
+        SourceError,
+    };
+
+    /// What the runtime did with a message.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum AckEvent {
+        /// Acknowledged.
+        Ack,
+        /// Handed back for redelivery.
+        Nack,
+        /// Dead-lettered, with the reason.
+        DeadLetter(DeadLetter),
+    }
+
+    /// An acknowledgement handle that reports to a channel under the message's id.
+    pub struct TestAck {
+        id: String,
+        tx: mpsc::UnboundedSender<(String, AckEvent)>,
+    }
+
+    #[async_trait]
+    impl Acknowledge for TestAck {
+        async fn ack(self: Box<Self>) {
+            let _ = self.tx.send((self.id.clone(), AckEvent::Ack));
+        }
+        async fn nack(self: Box<Self>, _retry_after: Option<Duration>) {
+            let _ = self.tx.send((self.id.clone(), AckEvent::Nack));
+        }
+        async fn dead_letter(self: Box<Self>, letter: DeadLetter) {
+            let _ = self
+                .tx
+                .send((self.id.clone(), AckEvent::DeadLetter(letter)));
+        }
+    }
+
+    /// A source fed by the test through a channel.
+    pub struct ChannelSource {
+        rx: mpsc::Receiver<Message>,
+        order: DeliveryOrder,
+    }
+
+    #[async_trait]
+    impl Source for ChannelSource {
+        fn name(&self) -> &str {
+            "test-connector"
+        }
+
+        fn order(&self) -> DeliveryOrder {
+            self.order
+        }
+
+        async fn run(mut self, ctx: SourceContext) -> Result<(), SourceError> {
+            let cancel = ctx.cancelled();
+            loop {
+                let next = tokio::select! {
+                    m = self.rx.recv() => m,
+                    _ = cancel.cancelled() => return Ok(()),
+                };
+                match next {
+                    Some(m) => ctx.send(m).await?,
+                    None => return Ok(()),
+                }
+            }
+        }
+    }
+
+    /// The test's ends: where to send messages and where acknowledgements arrive.
+    pub struct Feed {
+        /// Send messages here.
+        pub tx: mpsc::Sender<Message>,
+        /// Acknowledgements arrive here as (id, event).
+        pub acks: mpsc::UnboundedReceiver<(String, AckEvent)>,
+        ack_tx: mpsc::UnboundedSender<(String, AckEvent)>,
+    }
+
+    impl Feed {
+        /// A message with id `id` (also its payload) for `topic`.
+        pub fn message(&self, topic: &str, id: &str) -> Message {
+            Message::new(
+                topic,
+                id.to_owned(),
+                TestAck {
+                    id: id.to_owned(),
+                    tx: self.ack_tx.clone(),
+                },
+            )
+        }
+
+        /// Sends a message with id `id` for `topic`.
+        pub async fn send(&self, topic: &str, id: &str) {
+            self.tx
+                .send(self.message(topic, id))
+                .await
+                .expect("source is running");
+        }
+
+        /// Waits for `n` acknowledgement events (at most `limit`).
+        pub async fn events(&mut self, n: usize, limit: Duration) -> Vec<(String, AckEvent)> {
+            let mut out = Vec::new();
+            let deadline = tokio::time::Instant::now() + limit;
+            while out.len() < n {
+                match tokio::time::timeout_at(deadline, self.acks.recv()).await {
+                    Ok(Some(e)) => out.push(e),
+                    Ok(None) => break,
+                    Err(_) => panic!(
+                        "only {} of {n} acknowledgements within {limit:?}: {out:?}",
+                        out.len()
+                    ),
+                }
+            }
+            out
+        }
+    }
+
+    /// A channel source with the given ordering, and the test's ends of it.
+    pub fn channel_source(order: DeliveryOrder) -> (ChannelSource, Feed) {
+        let (tx, rx) = mpsc::channel(1024);
+        let (ack_tx, acks) = mpsc::unbounded_channel();
+        (ChannelSource { rx, order }, Feed { tx, acks, ack_tx })
+    }
+
+    /// A connector configuration for tests: fast rebuilds and retries, metrics off.
+    pub fn test_config(gateway_url: &str) -> tributary_connector_sdk::ControllerConfigBuilder {
+        ControllerConfig::builder()
+            .gateway_url(gateway_url.to_owned())
+            .rebuild_interval(Duration::from_millis(300))
+            .initial_retry_wait(Duration::from_millis(20))
+            .max_retry_wait(Duration::from_millis(300))
+            .metrics_port(0u16)
+            .print_response(false)
+    }
 }

@@ -1,0 +1,2 @@
+//! SDK dispatch benchmark (filled in below).
+fn main() {}

@@ -229,18 +229,8 @@ impl GatewayProcess {
 
     /// Waits for the process to exit.
     pub fn wait(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(s) = self.child.try_wait().expect("try_wait") {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gateway did not exit within {limit:?}:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let logs = self.log.clone();
+        wait_exit(&mut self.child, limit, "gateway", &logs)
     }
 
     /// `GET path` as JSON (panics unless 200).
@@ -359,6 +349,93 @@ pub fn fork_function(name: &str, command: &str) -> Value {
         "image": "tributary/fork:test",
         "envProcess": command,
     })
+}
+
+/// A `tributary connector <kind>` process, killed on drop.
+pub struct ConnectorProcess {
+    child: Child,
+    /// Its metrics port.
+    pub metrics_port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ConnectorProcess {
+    /// Starts `tributary connector <kind>` against `gateway_url` with extra env settings.
+    pub fn start(kind: &str, gateway_url: &str, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("connector.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let metrics_port = free_port();
+        let child = Command::new(tributary_bin())
+            .args(["connector", kind])
+            .env("gateway_url", gateway_url)
+            .env("metrics_port", metrics_port.to_string())
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log file"))
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn tributary connector");
+        Self {
+            child,
+            metrics_port,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Everything the connector logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The connector's metrics text (empty while it is not serving yet).
+    pub async fn metrics(&self) -> String {
+        match reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port)).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status (at most `limit`).
+    pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
+        signal(self.child.id(), nix::sys::signal::Signal::SIGTERM);
+        let logs = self.log.clone();
+        wait_exit(&mut self.child, limit, "connector", &logs)
+    }
+}
+
+/// Waits up to `limit` for `child` to exit, failing with its log otherwise.
+fn wait_exit(child: &mut Child, limit: Duration, what: &str, log: &Path) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not exit within {limit:?}:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for ConnectorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of one series in Prometheus text (0 when absent).
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// A `mode=http` deployment of the recording test function (tests/fixtures/recorder.py),

@@ -144,3 +144,30 @@ fn bad_config_is_rejected_before_serving() {
     assert_eq!(code, 1);
     assert!(out.contains("cannot listen"), "{out}");
 }
+
+#[tokio::test]
+async fn up_runs_the_cron_connector_on_its_functions() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("ticks.jsonl");
+    let script = workspace_root().join("tests/fixtures/recorder.py");
+    let stack = dir.path().join("stack.yml");
+    std::fs::write(
+        &stack,
+        format!(
+            "functions:\n  ticker:\n    fprocess: python3 {}\n    environment:\n      mode: http\n      RECORD_FILE: {}\n    annotations:\n      topic: cron-function\n      schedule: \"* * * * * *\"\n",
+            script.display(),
+            record.display()
+        ),
+    )
+    .unwrap();
+    let gw = GatewayProcess::start_with(GatewayOptions::default().stack(&stack)).await;
+    tributary_tests::eventually(
+        Duration::from_secs(15),
+        "cron firings from tributary up",
+        || async { tributary_tests::read_records(&record).len() >= 2 },
+    )
+    .await;
+    let r = &tributary_tests::read_records(&record)[0];
+    assert_eq!(r["headers"]["x-connector"], "cron-connector");
+    assert!(gw.logs().contains("function scheduled"));
+}

@@ -12,7 +12,9 @@ use tributary_connector_sdk::{
     Connector, ConnectorMetrics, Controller, DeliveryOrder, InvocationOutcome, run,
 };
 use tributary_tests::sdk::{AckEvent, channel_source, test_config};
-use tributary_tests::{GatewayOptions, GatewayProcess, read_records, recorder_function};
+use tributary_tests::{
+    GatewayOptions, GatewayProcess, metric_value, read_records, recorder_function,
+};
 
 fn record_file(dir: &tempfile::TempDir, name: &str) -> std::path::PathBuf {
     dir.path().join(format!("{name}.jsonl"))
@@ -509,12 +511,6 @@ async fn graceful_shutdown_loses_nothing() {
     );
     assert!(outcome.len() < 40, "shutdown stopped taking messages");
     assert!(text.contains("connector_inflight_messages 0"), "{text}");
-}
-
-fn metric_value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
 }
 
 #[tokio::test]

@@ -8,6 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use clap::builder::BoolishValueParser;
+use tributary_gateway::queue::Worker;
+
+use crate::queue_cmd::{QueueArgs, WorkerArgs};
 use tokio_util::sync::CancellationToken;
 use tributary_connector_sdk::ControllerConfig;
 use tributary_cron::{CronConfig, CronSource};
@@ -46,6 +49,15 @@ pub struct GatewayArgs {
     /// Working directory of function processes (for `up`, the stack file's folder by default).
     #[arg(long, env = "work_dir")]
     pub work_dir: Option<PathBuf>,
+    /// Where /async-function requests are stored.
+    #[command(flatten)]
+    pub queue: QueueArgs,
+    /// Run a queue worker in this process (turn off when workers run as `tributary queue-worker`).
+    #[arg(long, env = "queue_worker", default_value = "true", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub queue_worker: bool,
+    /// Queue worker settings.
+    #[command(flatten)]
+    pub worker: WorkerArgs,
 }
 
 /// `tributary up` settings.
@@ -74,6 +86,7 @@ pub struct UpArgs {
 }
 
 struct Running {
+    worker: Option<tokio::task::JoinHandle<()>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     cancel: CancellationToken,
 }
@@ -84,6 +97,7 @@ struct Bound {
     gateway: Gateway,
     listener: tokio::net::TcpListener,
     cancel: CancellationToken,
+    worker: Option<Worker>,
 }
 
 async fn bind(args: &GatewayArgs, work_dir: PathBuf) -> anyhow::Result<Bound> {
@@ -105,23 +119,43 @@ async fn bind(args: &GatewayArgs, work_dir: PathBuf) -> anyhow::Result<Bound> {
         },
         cancel.child_token(),
     ));
-    let gateway = Gateway::new(config.clone(), provider.clone() as Arc<dyn Provider>)?;
+    let queue = args.queue.open(args.worker.max_inflight).await?;
+    let gateway = Gateway::new(config.clone(), provider.clone() as Arc<dyn Provider>)?
+        .with_queue(queue.clone());
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .with_context(|| format!("cannot listen on {} (port)", config.bind))?;
+    let worker = if args.queue_worker {
+        let local = listener.local_addr()?;
+        let url = format!("http://{}", loopback(local.ip(), local.port()));
+        let worker_config = args.worker.config(
+            url,
+            args.upstream_timeout,
+            args.basic_auth,
+            args.secret_mount_path.clone(),
+        )?;
+        Some(Worker::new(queue, worker_config, gateway.registry()))
+    } else {
+        None
+    };
     spawn_signal_handler(cancel.clone());
     Ok(Bound {
         provider,
         gateway,
         listener,
         cancel,
+        worker,
     })
 }
 
 impl Bound {
     fn serve(self) -> Running {
         let server = tokio::spawn(self.gateway.serve(self.listener, self.cancel.clone()));
+        let worker = self
+            .worker
+            .map(|w| tokio::spawn(w.run(self.cancel.child_token())));
         Running {
+            worker,
             server,
             cancel: self.cancel,
         }
@@ -146,7 +180,20 @@ fn spawn_signal_handler(cancel: CancellationToken) {
     });
 }
 
+/// `host:port` to reach a server bound to `ip` from this machine.
+fn loopback(ip: IpAddr, port: u16) -> String {
+    match ip {
+        IpAddr::V4(v4) if v4.is_unspecified() => format!("127.0.0.1:{port}"),
+        IpAddr::V6(v6) if v6.is_unspecified() => format!("[::1]:{port}"),
+        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+        ip => format!("{ip}:{port}"),
+    }
+}
+
 async fn finish(running: Running) -> anyhow::Result<()> {
+    if let Some(worker) = running.worker {
+        let _ = worker.await;
+    }
     let result = running.server.await.context("gateway task failed")?;
     running.cancel.cancel();
     result.context("gateway server failed")
@@ -186,14 +233,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         "stack deployed; invoke functions at /function/NAME"
     );
     if !args.no_cron {
-        let host = match args.gateway.bind {
-            IpAddr::V4(v4) if v4.is_unspecified() => "127.0.0.1".to_owned(),
-            IpAddr::V6(v6) if v6.is_unspecified() => "[::1]".to_owned(),
-            IpAddr::V6(v6) => format!("[{v6}]"),
-            ip => ip.to_string(),
-        };
         let config = ControllerConfig::builder()
-            .gateway_url(format!("http://{host}:{}", args.gateway.port))
+            .gateway_url(format!(
+                "http://{}",
+                loopback(args.gateway.bind, args.gateway.port)
+            ))
             .upstream_timeout(args.gateway.upstream_timeout)
             .rebuild_interval(args.rebuild_interval)
             .basic_auth(args.gateway.basic_auth)

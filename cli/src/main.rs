@@ -4,6 +4,7 @@ mod connector_cmd;
 mod echo;
 mod gateway_cmd;
 mod logging;
+mod queue_cmd;
 
 use std::process::ExitCode;
 
@@ -27,6 +28,8 @@ enum Command {
     Up(gateway_cmd::UpArgs),
     /// Run the gateway (OpenFaaS REST API) with the local provider.
     Gateway(gateway_cmd::GatewayArgs),
+    /// Run a standalone queue worker on a NATS JetStream queue.
+    QueueWorker(queue_cmd::QueueWorkerArgs),
     /// Run a connector (cron; Kafka, SQS and NATS as they land).
     #[command(subcommand)]
     Connector(connector_cmd::ConnectorCommand),
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Up(args) => gateway_cmd::up(args).await,
             Command::Gateway(args) => gateway_cmd::gateway(args).await,
+            Command::QueueWorker(args) => queue_cmd::queue_worker(args).await,
             Command::Connector(cmd) => connector_cmd::run(cmd).await,
             Command::Echo(args) => echo::run(args).await,
         }

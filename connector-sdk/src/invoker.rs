@@ -238,7 +238,7 @@ impl Invoker {
                     // Retry-After from the function wins, capped at max_retry_wait.
                     let wait = match retry_after {
                         Some(ra) => ra.min(self.config.max_retry_wait),
-                        None => delay.mul_f64(fastrand::f64()),
+                        None => full_jitter(delay),
                     };
                     self.metrics.retried(function);
                     tracing::debug!(function, attempt = attempts, ?status, %error, ?wait, "retrying");
@@ -254,8 +254,24 @@ impl Invoker {
     }
 }
 
+/// Full jitter: a uniformly random wait between zero and `ceiling`.
+pub fn full_jitter(ceiling: Duration) -> Duration {
+    ceiling.mul_f64(fastrand::f64())
+}
+
+/// The exponential ceiling before retry number `retry` (1-based): `initial * 2^(retry-1)`,
+/// capped at `max`.
+pub fn exponential(retry: u32, initial: Duration, max: Duration) -> Duration {
+    let factor = 2f64.powi(
+        i32::try_from(retry.saturating_sub(1))
+            .unwrap_or(i32::MAX)
+            .min(62),
+    );
+    Duration::from_secs_f64((initial.as_secs_f64() * factor).min(max.as_secs_f64()))
+}
+
 /// Reads `Retry-After` as seconds (HTTP dates are not used by functions in practice).
-fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     let v = headers
         .get(http::header::RETRY_AFTER)?
         .to_str()
@@ -285,6 +301,16 @@ pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exponential_doubles_and_caps() {
+        let (i, m) = (Duration::from_millis(100), Duration::from_secs(1));
+        assert_eq!(exponential(1, i, m), Duration::from_millis(100));
+        assert_eq!(exponential(3, i, m), Duration::from_millis(400));
+        assert_eq!(exponential(10, i, m), m);
+        assert_eq!(exponential(500, i, m), m);
+        assert!(full_jitter(m) <= m);
+    }
 
     #[test]
     fn retry_after_reads_seconds() {

@@ -21,6 +21,7 @@ use crate::model::{
     VersionInfo, validate_name,
 };
 use crate::provider::Provider;
+use crate::queue::{Queue, QueueError, QueuedRequest};
 
 const X_CALL_ID: &str = "x-call-id";
 const X_START_TIME: &str = "x-start-time";
@@ -31,6 +32,7 @@ pub(crate) struct AppState {
     pub(crate) provider: Arc<dyn Provider>,
     pub(crate) metrics: Metrics,
     pub(crate) max_body_size: usize,
+    pub(crate) queue: Option<Arc<dyn Queue>>,
 }
 
 type App = State<Arc<AppState>>;
@@ -69,7 +71,8 @@ pub(crate) fn router(state: Arc<AppState>, credentials: Option<Arc<Credentials>>
         .route("/system/function/{name}", get(function_status))
         .route("/system/scale-function/{name}", post(scale_function))
         .route("/system/namespaces", get(list_namespaces))
-        .route("/system/info", get(info));
+        .route("/system/info", get(info))
+        .route("/system/async-dead-letters", get(dead_letters));
     if let Some(credentials) = credentials {
         system = system.layer(axum::middleware::from_fn_with_state(
             credentials,
@@ -80,6 +83,7 @@ pub(crate) fn router(state: Arc<AppState>, credentials: Option<Arc<Credentials>>
     Router::new()
         .merge(system)
         .route("/function/{*rest}", any(invoke))
+        .route("/async-function/{*rest}", any(invoke_async))
         .route("/healthz", get(|| async { "OK\n" }))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))
@@ -260,6 +264,12 @@ async fn metrics(State(app): App) -> Response {
         }
     }
     app.metrics.set_service_counts(&counts);
+    if let Some(queue) = &app.queue {
+        match queue.depth().await {
+            Ok(depth) => app.metrics.set_queue_depth(depth),
+            Err(e) => tracing::warn!(error = %e, "cannot read the queue depth"),
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -273,7 +283,10 @@ async fn metrics(State(app): App) -> Response {
 /// Splits `/function/NAME[.NAMESPACE][/rest]` into name, namespace and the function-relative path.
 fn split_function_path(uri: &Uri) -> Result<(String, String, String), GatewayError> {
     let path = uri.path();
-    let rest = path.strip_prefix("/function/").unwrap_or(path);
+    let rest = path
+        .strip_prefix("/function/")
+        .or_else(|| path.strip_prefix("/async-function/"))
+        .unwrap_or(path);
     let (target, sub) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -326,6 +339,118 @@ async fn invoke(State(app): App, request: Request) -> Response {
         headers.insert(X_DURATION_SECONDS, v);
     }
     response
+}
+
+#[derive(Debug, Deserialize)]
+struct LimitQuery {
+    limit: Option<usize>,
+}
+
+async fn dead_letters(
+    State(app): App,
+    Query(q): Query<LimitQuery>,
+) -> Result<Response, GatewayError> {
+    let queue = app.queue.as_ref().ok_or_else(no_queue)?;
+    let records = queue
+        .dead_letters(q.limit.unwrap_or(100).min(10_000))
+        .await
+        .map_err(|e| GatewayError::Internal(e.to_string()))?;
+    Ok(axum::Json(records).into_response())
+}
+
+fn no_queue() -> GatewayError {
+    GatewayError::Internal("asynchronous invocation needs a queue: run the gateway with the embedded queue (queue_path) or nats_url".into())
+}
+
+/// Headers that are not stored with a queued request.
+const NOT_QUEUED: [&str; 7] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "x-callback-url",
+    "x-call-id",
+];
+
+/// `/async-function/{name}[/path]`: stores the request durably and answers 202 with `X-Call-Id`.
+async fn invoke_async(State(app): App, request: Request) -> Response {
+    match enqueue(&app, request).await {
+        Ok(call_id) => {
+            let mut r = StatusCode::ACCEPTED.into_response();
+            r.headers_mut().insert(X_CALL_ID, call_id);
+            r
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn enqueue(app: &AppState, request: Request) -> Result<HeaderValue, GatewayError> {
+    let queue = app.queue.clone().ok_or_else(no_queue)?;
+    let (mut parts, body) = request.into_parts();
+    let (name, ns) = prepare(app, &mut parts)?;
+    let call_id = parts.headers.get(X_CALL_ID).cloned().unwrap_or_else(|| {
+        HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown"))
+    });
+    let callback_url = match parts.headers.get("x-callback-url") {
+        None => None,
+        Some(v) => {
+            let url = v
+                .to_str()
+                .ok()
+                .filter(|u| u.starts_with("http://") || u.starts_with("https://"));
+            match url.and_then(|u| u.parse::<Uri>().ok().map(|_| u.to_owned())) {
+                Some(u) => Some(u),
+                None => {
+                    return Err(GatewayError::BadRequest(
+                        "X-Callback-Url must be an http:// or https:// URL".into(),
+                    ));
+                }
+            }
+        }
+    };
+    let body = axum::body::to_bytes(body, app.max_body_size)
+        .await
+        .map_err(|e| {
+            if crate::proxy::is_length_limit(&e) {
+                GatewayError::PayloadTooLarge {
+                    limit: app.max_body_size,
+                }
+            } else {
+                GatewayError::BadRequest(format!("reading the request body failed: {e}"))
+            }
+        })?;
+    let headers = parts
+        .headers
+        .iter()
+        .filter(|(k, _)| !NOT_QUEUED.contains(&k.as_str()))
+        .filter_map(|(k, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (k.as_str().to_owned(), v.to_owned()))
+        })
+        .collect();
+    let queued = QueuedRequest {
+        call_id: call_id.to_str().unwrap_or("unknown").to_owned(),
+        function: name,
+        namespace: ns,
+        method: parts.method.as_str().to_owned(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned(),
+        headers,
+        callback_url,
+        enqueued_at_ms: crate::queue::now_ms(),
+        body,
+    };
+    match queue.enqueue(queued).await {
+        Ok(()) => Ok(call_id),
+        Err(QueueError::TooLarge { limit, .. }) => Err(GatewayError::PayloadTooLarge { limit }),
+        Err(e) => Err(GatewayError::Internal(format!("request not queued: {e}"))),
+    }
 }
 
 /// Checks the target exists and the body fits, and rewrites the URI to the function's path.

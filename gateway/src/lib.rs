@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod model;
 pub mod provider;
 pub mod proxy;
+pub mod queue;
 pub mod stack;
 
 use std::sync::Arc;
@@ -43,6 +44,7 @@ pub struct Gateway {
     provider: Arc<dyn Provider>,
     metrics: Metrics,
     credentials: Option<Arc<Credentials>>,
+    queue: Option<Arc<dyn queue::Queue>>,
 }
 
 impl Gateway {
@@ -60,7 +62,19 @@ impl Gateway {
             provider,
             metrics: Metrics::new(),
             credentials,
+            queue: None,
         })
+    }
+
+    /// Accepts `/async-function` requests into `queue`.
+    pub fn with_queue(mut self, queue: Arc<dyn queue::Queue>) -> Self {
+        self.queue = Some(queue);
+        self
+    }
+
+    /// The registry behind `/metrics`, for in-process components such as the queue worker.
+    pub fn registry(&self) -> &prometheus::Registry {
+        self.metrics.registry()
     }
 
     /// The provider behind this gateway.
@@ -74,6 +88,7 @@ impl Gateway {
             provider: self.provider.clone(),
             metrics: self.metrics.clone(),
             max_body_size: self.config.max_body_size,
+            queue: self.queue.clone(),
         });
         api::router(state, self.credentials.clone())
     }
@@ -92,6 +107,7 @@ impl Gateway {
             basic_auth = self.credentials.is_some(),
             upstream_timeout = ?self.config.upstream_timeout,
             max_body_size = self.config.max_body_size,
+            queue = self.queue.as_ref().map_or("none", |q| q.backend()),
             "gateway listening"
         );
         let shutdown = cancel.clone();

@@ -19,6 +19,7 @@ pub struct Metrics {
     invocation_started: IntCounterVec,
     inflight: IntGaugeVec,
     service_count: IntGaugeVec,
+    queue_depth: IntGauge,
     handles: Arc<RwLock<HashMap<String, Arc<FunctionHandles>>>>,
 }
 
@@ -144,8 +145,14 @@ impl Metrics {
             &["function_name"],
         )
         .expect("static metric definition");
+        let queue_depth = IntGauge::new(
+            "gateway_queue_depth",
+            "Asynchronous requests waiting or in flight",
+        )
+        .expect("static metric definition");
         for c in [
-            Box::new(invocation_total.clone()) as Box<dyn Collector>,
+            Box::new(queue_depth.clone()) as Box<dyn Collector>,
+            Box::new(invocation_total.clone()),
             Box::new(functions_seconds.clone()),
             Box::new(invocation_started.clone()),
             Box::new(inflight.clone()),
@@ -160,6 +167,7 @@ impl Metrics {
             invocation_started,
             inflight,
             service_count,
+            queue_depth,
             handles: Arc::default(),
         }
     }
@@ -222,6 +230,17 @@ impl Metrics {
                 .with_label_values(&[name.as_str()])
                 .set(i64::try_from(*replicas).unwrap_or(i64::MAX));
         }
+    }
+
+    /// Sets `gateway_queue_depth`.
+    pub fn set_queue_depth(&self, depth: u64) {
+        self.queue_depth
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// The registry, for components that add their own metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// Renders every metric in the Prometheus text format.

@@ -615,3 +615,167 @@ pub mod sdk {
             .print_response(false)
     }
 }
+
+/// Finds a program on PATH or in the sbin folders (Debian puts nats-server in /usr/sbin).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// A real `nats-server -js` on a free port with its own storage folder, killed on drop.
+pub struct NatsServer {
+    child: Child,
+    /// `nats://127.0.0.1:PORT`.
+    pub url: String,
+    /// Its port.
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Starts a JetStream-enabled server and waits until it accepts connections.
+    pub fn start() -> Self {
+        Self::start_with_config("")
+    }
+
+    /// Starts a server with extra configuration lines (e.g. `max_payload: 8MB`).
+    pub fn start_with_config(extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, free_port(), extra)
+    }
+
+    fn start_in(dir: tempfile::TempDir, port: u16, extra: &str) -> Self {
+        let bin = find_program("nats-server")
+            .expect("nats-server is installed by scripts/setup (apt-get install nats-server)");
+        let store = dir.path().join("js");
+        let config = dir.path().join("nats.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\" }}\n{extra}\n",
+                store.display()
+            ),
+        )
+        .expect("nats config");
+        let log = std::fs::File::create(dir.path().join("nats.log")).expect("log");
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn nats-server");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            port,
+            dir,
+        }
+    }
+
+    /// The server's log.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One request a [`CallbackServer`] received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Lower-case header names and values.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// An HTTP server on a free port that records every POST (for `X-Callback-Url`), answering
+/// 503 to the first `fail_first` requests.
+pub struct CallbackServer {
+    /// `http://127.0.0.1:PORT/callback`.
+    pub url: String,
+    received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CallbackServer {
+    /// Starts the server.
+    pub async fn start(fail_first: usize) -> Self {
+        let received: std::sync::Arc<std::sync::Mutex<Vec<Received>>> = std::sync::Arc::default();
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let store = received.clone();
+        let app = axum::Router::new().route(
+            "/callback",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let store = store.clone();
+                    let seen = seen.clone();
+                    async move {
+                        if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < fail_first {
+                            return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                        }
+                        let headers = headers
+                            .iter()
+                            .map(|(k, v)| {
+                                (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())
+                            })
+                            .collect();
+                        store.lock().expect("lock").push(Received {
+                            headers,
+                            body: body.to_vec(),
+                        });
+                        axum::http::StatusCode::OK
+                    }
+                },
+            ),
+        );
+        let app = app.layer(axum::extract::DefaultBodyLimit::disable());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            url: format!("http://127.0.0.1:{port}/callback"),
+            received,
+            task,
+        }
+    }
+
+    /// What was received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("lock").clone()
+    }
+
+    /// Waits until `n` callbacks arrived.
+    pub async fn wait_for(&self, n: usize, limit: Duration) -> Vec<Received> {
+        eventually(limit, &format!("{n} callbacks"), || async {
+            self.received().len() >= n
+        })
+        .await;
+        self.received()
+    }
+}
+
+impl Drop for CallbackServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,297 @@
+//! The NATS JetStream queue: a work-queue stream `faas-request` (subjects
+//! `faas-request.<function>.<namespace>`), a durable pull consumer `faas-workers` with explicit
+//! acks, and a `faas-dead-letters` stream. A request's metadata travels in the
+//! `Tributary-Request` header (base64 JSON) and its body as the message payload.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, consumer::pull, stream};
+use async_trait::async_trait;
+use base64::Engine;
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use super::{DeadLetterRecord, Lease, Leased, Queue, QueueError, QueuedRequest};
+
+/// The stream of queued requests.
+pub const REQUEST_STREAM: &str = "faas-request";
+/// The stream of dead letters.
+pub const DEAD_LETTER_STREAM: &str = "faas-dead-letters";
+/// The durable consumer shared by every queue worker.
+pub const CONSUMER: &str = "faas-workers";
+const META_HEADER: &str = "Tributary-Request";
+const RECORD_HEADER: &str = "Tributary-Dead-Letter";
+
+fn encode<T: serde::Serialize>(value: &T) -> String {
+    base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(value).unwrap_or_default())
+}
+
+fn decode<T: serde::de::DeserializeOwned>(value: &str) -> Option<T> {
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .ok()?;
+    serde_json::from_slice(&raw).ok()
+}
+
+/// The JetStream-backed queue.
+pub struct JetStreamQueue {
+    url: String,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    consumer: jetstream::consumer::PullConsumer,
+    messages: Mutex<Option<pull::Stream>>,
+    ack_wait: Duration,
+}
+
+impl JetStreamQueue {
+    /// Connects to `url`, creating the streams and the durable consumer when missing.
+    /// `ack_wait` is how long a delivery stays leased without a progress signal.
+    pub async fn connect(
+        url: &str,
+        ack_wait: Duration,
+        max_ack_pending: i64,
+    ) -> Result<Self, QueueError> {
+        let fail = |e: &dyn std::fmt::Display| QueueError::Nats {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        };
+        let client = async_nats::ConnectOptions::new()
+            .name("tributary-queue")
+            .connect(url)
+            .await
+            .map_err(|e| fail(&format!("cannot connect: {e}")))?;
+        let js = jetstream::new(client.clone());
+        let requests = js
+            .get_or_create_stream(stream::Config {
+                name: REQUEST_STREAM.into(),
+                subjects: vec![format!("{REQUEST_STREAM}.>")],
+                retention: stream::RetentionPolicy::WorkQueue,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| {
+                fail(&format!(
+                    "stream {REQUEST_STREAM}: {e} (is JetStream enabled? nats-server -js)"
+                ))
+            })?;
+        js.get_or_create_stream(stream::Config {
+            name: DEAD_LETTER_STREAM.into(),
+            subjects: vec!["faas-dead-letter.>".into()],
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| fail(&format!("stream {DEAD_LETTER_STREAM}: {e}")))?;
+        let consumer = requests
+            .get_or_create_consumer(
+                CONSUMER,
+                pull::Config {
+                    durable_name: Some(CONSUMER.into()),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait,
+                    max_deliver: -1,
+                    max_ack_pending,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| fail(&format!("consumer {CONSUMER}: {e}")))?;
+        tracing::info!(%url, stream = REQUEST_STREAM, consumer = CONSUMER, ?ack_wait, "NATS JetStream queue connected");
+        Ok(Self {
+            url: url.to_owned(),
+            client,
+            js,
+            consumer,
+            messages: Mutex::new(None),
+            ack_wait,
+        })
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> QueueError {
+        QueueError::Nats {
+            url: self.url.clone(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+#[async_trait]
+impl Queue for JetStreamQueue {
+    fn backend(&self) -> &'static str {
+        "nats"
+    }
+
+    async fn enqueue(&self, request: QueuedRequest) -> Result<(), QueueError> {
+        let meta = encode(&request);
+        let limit = self.client.server_info().max_payload;
+        let size = request.body.len() + meta.len() + 64;
+        if size > limit {
+            return Err(QueueError::TooLarge {
+                size: request.body.len(),
+                limit: limit.saturating_sub(meta.len() + 64),
+                what: "the NATS server's max_payload",
+            });
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(META_HEADER, meta.as_str());
+        let subject = format!(
+            "{REQUEST_STREAM}.{}.{}",
+            request.function, request.namespace
+        );
+        let ack = self
+            .js
+            .publish_with_headers(subject, headers, request.body.clone())
+            .await
+            .map_err(|e| self.err(e))?;
+        ack.await
+            .map_err(|e| self.err(format!("not stored: {e}")))?;
+        Ok(())
+    }
+
+    async fn lease(&self, cancel: &CancellationToken) -> Result<Option<Leased>, QueueError> {
+        let mut guard = tokio::select! {
+            g = self.messages.lock() => g,
+            _ = cancel.cancelled() => return Ok(None),
+        };
+        loop {
+            if guard.is_none() {
+                let stream = self.consumer.messages().await.map_err(|e| self.err(e))?;
+                *guard = Some(stream);
+            }
+            let Some(stream) = guard.as_mut() else {
+                continue;
+            };
+            let next = tokio::select! {
+                n = stream.next() => n,
+                _ = cancel.cancelled() => return Ok(None),
+            };
+            let message = match next {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "JetStream pull failed; re-subscribing");
+                    *guard = None;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                None => {
+                    *guard = None;
+                    continue;
+                }
+            };
+            let attempt = message
+                .info()
+                .map(|i| u32::try_from(i.delivered).unwrap_or(1))
+                .unwrap_or(1);
+            let meta = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(META_HEADER))
+                .and_then(|v| decode::<QueuedRequest>(v.as_str()));
+            let Some(mut request) = meta else {
+                tracing::error!(subject = %message.subject, "message without a readable {META_HEADER} header; terminating it");
+                let _ = message.ack_with(AckKind::Term).await;
+                continue;
+            };
+            request.body = message.payload.clone();
+            return Ok(Some(Leased {
+                request,
+                attempt,
+                lease: Box::new(JetStreamLease {
+                    message,
+                    js: self.js.clone(),
+                    url: self.url.clone(),
+                }),
+            }));
+        }
+    }
+
+    async fn depth(&self) -> Result<u64, QueueError> {
+        let mut s = self
+            .js
+            .get_stream(REQUEST_STREAM)
+            .await
+            .map_err(|e| self.err(e))?;
+        let info = s.info().await.map_err(|e| self.err(e))?;
+        Ok(info.state.messages)
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterRecord>, QueueError> {
+        let mut s = self
+            .js
+            .get_stream(DEAD_LETTER_STREAM)
+            .await
+            .map_err(|e| self.err(e))?;
+        let info = s.info().await.map_err(|e| self.err(e))?;
+        let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+        let mut out = Vec::new();
+        let mut seq = last;
+        while seq >= first && seq > 0 && out.len() < limit {
+            if let Ok(m) = s.get_raw_message(seq).await
+                && let Some(record) = m
+                    .headers
+                    .get(RECORD_HEADER)
+                    .and_then(|v| decode::<DeadLetterRecord>(v.as_str()))
+            {
+                out.push(record);
+            }
+            seq -= 1;
+        }
+        Ok(out)
+    }
+
+    fn lease_refresh(&self) -> Duration {
+        self.ack_wait / 3
+    }
+}
+
+struct JetStreamLease {
+    message: jetstream::Message,
+    js: jetstream::Context,
+    url: String,
+}
+
+impl JetStreamLease {
+    fn err(&self, e: impl std::fmt::Display) -> QueueError {
+        QueueError::Nats {
+            url: self.url.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    async fn send(&self, kind: AckKind) -> Result<(), QueueError> {
+        self.message.ack_with(kind).await.map_err(|e| self.err(e))
+    }
+}
+
+#[async_trait]
+impl Lease for JetStreamLease {
+    async fn ack(&self) -> Result<(), QueueError> {
+        self.message.double_ack().await.map_err(|e| self.err(e))
+    }
+
+    async fn retry(&self, delay: Duration) -> Result<(), QueueError> {
+        self.send(AckKind::Nak(Some(delay))).await
+    }
+
+    async fn dead_letter(&self, record: DeadLetterRecord) -> Result<(), QueueError> {
+        let mut headers = self.message.headers.clone().unwrap_or_default();
+        headers.insert(RECORD_HEADER, encode(&record).as_str());
+        let subject = format!("faas-dead-letter.{}.{}", record.function, record.namespace);
+        let payload: Bytes = self.message.payload.clone();
+        let ack = self
+            .js
+            .publish_with_headers(subject, headers, payload)
+            .await
+            .map_err(|e| self.err(e))?;
+        ack.await
+            .map_err(|e| self.err(format!("dead letter not stored: {e}")))?;
+        self.send(AckKind::Term).await
+    }
+
+    async fn extend(&self) -> Result<(), QueueError> {
+        self.send(AckKind::Progress).await
+    }
+}

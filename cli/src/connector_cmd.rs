@@ -6,14 +6,127 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{Args, Subcommand};
 use tributary_connector_sdk::config::parse_duration;
-use tributary_connector_sdk::{ConfigError, ControllerConfig, shutdown_signal};
+use tributary_connector_sdk::{ConfigError, Connector, ControllerConfig, shutdown_signal};
 use tributary_cron::{CronConfig, CronSource, schedule};
+use tributary_nats::{Credentials, Mode, NatsConfig, Tls, url_from_broker_host};
 
 /// The connectors.
 #[derive(Debug, Subcommand)]
 pub enum ConnectorCommand {
     /// Invoke functions on the schedules in their `schedule` annotations.
-    Cron(CronArgs),
+    Cron(Box<CronArgs>),
+    /// Invoke functions for messages on NATS subjects (core or JetStream).
+    Nats(Box<NatsArgs>),
+}
+
+/// NATS connector settings.
+#[derive(Debug, Clone, Args)]
+pub struct NatsArgs {
+    /// Shared connector settings.
+    #[command(flatten)]
+    pub common: ConnectorArgs,
+    /// NATS server URL(s).
+    #[arg(long, env = "nats_url")]
+    pub nats_url: Option<String>,
+    /// NATS host (OpenFaaS name), used when nats_url is not given.
+    #[arg(long, env = "broker_host", default_value = "127.0.0.1")]
+    pub broker_host: String,
+    /// Subjects to subscribe to, comma separated (wildcards * and > allowed).
+    #[arg(long, env = "topics", value_delimiter = ',')]
+    pub topics: Vec<String>,
+    /// `core` (queue group, at-most-once) or `jetstream` (durable consumer, at-least-once).
+    #[arg(long, env = "nats_mode", default_value = "core")]
+    pub mode: String,
+    /// Queue group of core subscriptions.
+    #[arg(long, env = "queue_group", default_value = "tributary-nats-connector")]
+    pub queue_group: String,
+    /// JetStream stream (created with the topics as subjects when missing).
+    #[arg(long, env = "stream", default_value = "tributary-events")]
+    pub stream: String,
+    /// JetStream durable consumer.
+    #[arg(long, env = "consumer", default_value = "tributary-nats-connector")]
+    pub consumer: String,
+    /// Subject dead letters are published to (JetStream).
+    #[arg(long, env = "dead_letter_subject")]
+    pub dead_letter_subject: Option<String>,
+    /// How long a JetStream delivery may go unacknowledged.
+    #[arg(long, env = "ack_wait", default_value = "30s", value_parser = parse_duration)]
+    pub ack_wait: Duration,
+    /// User name (with nats_password).
+    #[arg(long, env = "nats_user")]
+    pub user: Option<String>,
+    /// Password.
+    #[arg(long, env = "nats_password")]
+    pub password: Option<String>,
+    /// Token.
+    #[arg(long, env = "nats_token")]
+    pub token: Option<String>,
+    /// Credentials (.creds) file.
+    #[arg(long, env = "nats_creds")]
+    pub creds: Option<PathBuf>,
+    /// CA certificate to trust.
+    #[arg(long, env = "nats_tls_ca")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (with nats_tls_key).
+    #[arg(long, env = "nats_tls_cert")]
+    pub tls_cert: Option<PathBuf>,
+    /// Client key.
+    #[arg(long, env = "nats_tls_key")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl NatsArgs {
+    fn nats_config(&self) -> anyhow::Result<NatsConfig> {
+        let mode = match self.mode.to_ascii_lowercase().as_str() {
+            "core" => Mode::Core,
+            "jetstream" | "js" => Mode::JetStream,
+            other => anyhow::bail!("invalid nats_mode {other:?}: use core or jetstream"),
+        };
+        let topics: Vec<String> = self
+            .topics
+            .iter()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect();
+        anyhow::ensure!(
+            !topics.is_empty(),
+            "topics is empty: name the subjects to subscribe to, e.g. topics=orders,events.>"
+        );
+        let user = match (&self.user, &self.password) {
+            (Some(u), Some(p)) => Some((u.clone(), p.clone())),
+            (None, None) => None,
+            _ => anyhow::bail!("nats_user and nats_password go together"),
+        };
+        let client_cert = match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (None, None) => None,
+            _ => anyhow::bail!("nats_tls_cert and nats_tls_key go together"),
+        };
+        Ok(NatsConfig {
+            url: self
+                .nats_url
+                .clone()
+                .unwrap_or_else(|| url_from_broker_host(&self.broker_host)),
+            subjects: topics,
+            mode,
+            queue_group: self.queue_group.clone(),
+            stream: self.stream.clone(),
+            consumer: self.consumer.clone(),
+            dead_letter_subject: self.dead_letter_subject.clone(),
+            ack_wait: self.ack_wait,
+            max_ack_pending: self.common.max_inflight,
+            credentials: Credentials {
+                user,
+                token: self.token.clone(),
+                creds_file: self.creds.clone(),
+            },
+            tls: Tls {
+                required: self.tls_ca.is_some() || client_cert.is_some(),
+                ca_file: self.tls_ca.clone(),
+                client_cert,
+            },
+        })
+    }
 }
 
 /// Settings every connector shares; env names follow the OpenFaaS connector-sdk.
@@ -126,6 +239,14 @@ pub async fn run(command: ConnectorCommand) -> anyhow::Result<()> {
             let config = args.common.config()?;
             let source = CronSource::new(args.cron_config()?);
             tributary_connector_sdk::run(config, source, shutdown_signal()).await?;
+        }
+        ConnectorCommand::Nats(args) => {
+            let config = args.common.config()?;
+            let (source, replies) = tributary_nats::connect(args.nats_config()?).await?;
+            Connector::new(config)
+                .with_subscriber(replies)
+                .run(source, shutdown_signal())
+                .await?;
         }
     }
     Ok(())

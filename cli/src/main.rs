@@ -25,11 +25,11 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gateway with the local provider and deploy the functions of a stack file.
-    Up(gateway_cmd::UpArgs),
+    Up(Box<gateway_cmd::UpArgs>),
     /// Run the gateway (OpenFaaS REST API) with the local provider.
-    Gateway(gateway_cmd::GatewayArgs),
+    Gateway(Box<gateway_cmd::GatewayArgs>),
     /// Run a standalone queue worker on a NATS JetStream queue.
-    QueueWorker(queue_cmd::QueueWorkerArgs),
+    QueueWorker(Box<queue_cmd::QueueWorkerArgs>),
     /// Run a connector (cron; Kafka, SQS and NATS as they land).
     #[command(subcommand)]
     Connector(connector_cmd::ConnectorCommand),
@@ -52,9 +52,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Up(args) => gateway_cmd::up(args).await,
-            Command::Gateway(args) => gateway_cmd::gateway(args).await,
-            Command::QueueWorker(args) => queue_cmd::queue_worker(args).await,
+            Command::Up(args) => gateway_cmd::up(*args).await,
+            Command::Gateway(args) => gateway_cmd::gateway(*args).await,
+            Command::QueueWorker(args) => queue_cmd::queue_worker(*args).await,
             Command::Connector(cmd) => connector_cmd::run(cmd).await,
             Command::Echo(args) => echo::run(args).await,
         }

@@ -391,6 +391,12 @@ impl ConnectorProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Sends SIGKILL and reaps the process.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The connector's metrics text (empty while it is not serving yet).
     pub async fn metrics(&self) -> String {
         match reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port)).await {

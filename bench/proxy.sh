@@ -21,14 +21,7 @@ log "building release binary"
 cargo build --release --bin tributary -q
 BIN="$CARGO_TARGET_DIR/release/tributary"
 
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+use_workdir
 
 FN_PORT="$(free_port)"
 "$BIN" echo --port "$FN_PORT" 2>"$WORK/fn.log" &

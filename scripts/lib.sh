@@ -48,3 +48,16 @@ wait_http() {
         sleep 0.1
     done
 }
+
+# use_workdir: makes $WORK (a temp folder) and $PIDS (background processes); both are cleaned
+# up when the script exits. Add a process with: PIDS+=($!)
+use_workdir() {
+    WORK="$(mktemp -d)"
+    PIDS=()
+    trap '_cleanup_workdir' EXIT
+}
+_cleanup_workdir() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}

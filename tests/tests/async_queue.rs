@@ -315,6 +315,36 @@ fn slow_stack(dir: &Path, record: &Path, delay_ms: u32) -> PathBuf {
     stack
 }
 
+/// The recorder deployed as `slow` from a stack file, on a fixed port so a gateway can be
+/// restarted in place with its functions deployed before it answers.
+struct SlowFunction {
+    dir: tempfile::TempDir,
+    record: PathBuf,
+    port: u16,
+}
+
+impl SlowFunction {
+    fn new(delay_ms: u32) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("slow.jsonl");
+        slow_stack(dir.path(), &record, delay_ms);
+        Self {
+            dir,
+            record,
+            port: free_port(),
+        }
+    }
+
+    fn options(&self, backend: &Backend, max_inflight: usize) -> GatewayOptions {
+        backend
+            .options()
+            .port(self.port)
+            .stack(self.dir.path().join("stack.yml"))
+            .arg("--no-cron")
+            .env("max_inflight", max_inflight.to_string())
+    }
+}
+
 fn delivered(record: &Path) -> BTreeSet<String> {
     read_records(record)
         .iter()
@@ -326,18 +356,9 @@ fn delivered(record: &Path) -> BTreeSet<String> {
 #[tokio::test]
 async fn gateway_restart_mid_queue_loses_nothing() {
     for backend in both() {
-        let dir = tempfile::tempdir().unwrap();
-        let record = dir.path().join("slow.jsonl");
-        let stack = slow_stack(dir.path(), &record, 300);
-        let port = free_port();
-        let options = || {
-            backend
-                .options()
-                .port(port)
-                .stack(&stack)
-                .arg("--no-cron")
-                .env("max_inflight", "2")
-        };
+        let slow = SlowFunction::new(300);
+        let record = slow.record.clone();
+        let options = || slow.options(&backend, 2);
         let mut gw = GatewayProcess::start_with(options()).await;
         let n = 20;
         for i in 0..n {
@@ -385,19 +406,10 @@ fn spawn_queue_worker(nats: &NatsServer, gateway: &str) -> Child {
 async fn sigkilled_worker_redelivers_every_message() {
     // Embedded: the worker runs inside the gateway, so the gateway is SIGKILLed mid-call.
     {
-        let dir = tempfile::tempdir().unwrap();
-        let record = dir.path().join("slow.jsonl");
-        let stack = slow_stack(dir.path(), &record, 800);
-        let port = free_port();
+        let slow = SlowFunction::new(800);
+        let record = slow.record.clone();
         let backend = Backend::embedded();
-        let options = || {
-            backend
-                .options()
-                .port(port)
-                .stack(&stack)
-                .arg("--no-cron")
-                .env("max_inflight", "4")
-        };
+        let options = || slow.options(&backend, 4);
         let mut gw = GatewayProcess::start_with(options()).await;
         let n = 12;
         for i in 0..n {

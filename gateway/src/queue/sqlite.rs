@@ -1,6 +1,8 @@
-//! The embedded queue: one SQLite database in WAL mode with `synchronous=FULL`, so an accepted
-//! request survives a crash of the process or the machine. One process owns the file; on open,
-//! leases left by a previous (killed) process are released so their requests run again at once.
+//! The embedded queue: one SQLite database in WAL mode. Accepting a request commits with
+//! `synchronous=FULL`, so it survives a crash of the process or the machine; leases, acks and
+//! retries commit with `synchronous=NORMAL` (durable across a process crash; after a power loss
+//! the worst case is a redelivery, which at-least-once allows). One process owns the file; on
+//! open, leases left by a previous (killed) process are released so their requests run again.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -8,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -16,6 +18,8 @@ use super::{DeadLetterRecord, Lease, Leased, Queue, QueueError, QueuedRequest, n
 
 /// How long a lease lasts before another worker may take the request.
 const LEASE: Duration = Duration::from_secs(60);
+/// Requests leased per transaction.
+const BATCH: i64 = 16;
 /// How often waiting workers look for delayed retries coming due.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -72,6 +76,7 @@ impl Db {
 pub struct SqliteQueue {
     db: Arc<Db>,
     notify: Arc<Notify>,
+    buffer: Arc<tokio::sync::Mutex<std::collections::VecDeque<Leased>>>,
 }
 
 impl SqliteQueue {
@@ -108,21 +113,30 @@ impl SqliteQueue {
                 path: path.to_owned(),
             }),
             notify: Arc::new(Notify::new()),
+            buffer: Arc::default(),
         })
     }
 
+    /// Leases up to [`BATCH`] due requests in one transaction; the first is returned and the
+    /// rest wait in the local buffer for the next calls.
     async fn try_lease(&self) -> Result<Option<Leased>, QueueError> {
+        let mut buffer = self.buffer.lock().await;
+        if let Some(leased) = buffer.pop_front() {
+            return Ok(Some(leased));
+        }
         let token = fastrand::i64(1..i64::MAX);
-        let row = self
+        let rows = self
             .db
             .run(move |conn| {
                 let now = now_ms();
-                conn.query_row(
+                let mut stmt = conn.prepare_cached(
                     "UPDATE requests SET leased_until = ?1, lease_token = ?2, attempts = attempts + 1
-                     WHERE id = (SELECT id FROM requests WHERE available_at <= ?3 AND leased_until <= ?3
-                                 ORDER BY id LIMIT 1)
+                     WHERE id IN (SELECT id FROM requests WHERE available_at <= ?3 AND leased_until <= ?3
+                                  ORDER BY id LIMIT ?4)
                      RETURNING id, meta, body, attempts",
-                    params![now + LEASE.as_millis() as i64, token, now],
+                )?;
+                let rows = stmt.query_map(
+                    params![now + LEASE.as_millis() as i64, token, now, BATCH],
                     |r| {
                         Ok((
                             r.get::<_, i64>(0)?,
@@ -131,26 +145,28 @@ impl SqliteQueue {
                             r.get::<_, u32>(3)?,
                         ))
                     },
-                )
-                .optional()
+                )?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
             })
             .await?;
-        let Some((id, meta, body, attempt)) = row else {
-            return Ok(None);
-        };
-        let mut request: QueuedRequest = serde_json::from_str(&meta)
-            .map_err(|e| self.db.err(format!("corrupt row {id}: {e}")))?;
-        request.body = Bytes::from(body);
-        Ok(Some(Leased {
-            request,
-            attempt,
-            lease: Box::new(SqliteLease {
-                db: self.db.clone(),
-                notify: self.notify.clone(),
-                id,
-                token,
-            }),
-        }))
+        let mut rows = rows;
+        rows.sort_by_key(|r| r.0);
+        for (id, meta, body, attempt) in rows {
+            let mut request: QueuedRequest = serde_json::from_str(&meta)
+                .map_err(|e| self.db.err(format!("corrupt row {id}: {e}")))?;
+            request.body = Bytes::from(body);
+            buffer.push_back(Leased {
+                request,
+                attempt,
+                lease: Box::new(SqliteLease {
+                    db: self.db.clone(),
+                    notify: self.notify.clone(),
+                    id,
+                    token,
+                }),
+            });
+        }
+        Ok(buffer.pop_front())
     }
 }
 
@@ -165,10 +181,13 @@ impl Queue for SqliteQueue {
         let body = request.body.to_vec();
         self.db
             .run(move |conn| {
-                conn.execute(
+                conn.pragma_update(None, "synchronous", "FULL")?;
+                let inserted = conn.execute(
                     "INSERT INTO requests (meta, body, available_at) VALUES (?1, ?2, ?3)",
                     params![meta, body, now_ms()],
-                )
+                );
+                conn.pragma_update(None, "synchronous", "NORMAL")?;
+                inserted
             })
             .await?;
         self.notify.notify_one();

@@ -642,3 +642,45 @@ async fn stdin_example_connector_delivers_every_line() {
     let expected: Vec<String> = (0..25).map(|i| format!("line {i}")).collect();
     assert_eq!(bodies, expected);
 }
+
+#[tokio::test]
+async fn asynchronous_invocation_goes_through_the_gateway_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = GatewayProcess::start_with(
+        GatewayOptions::default()
+            .arg("--queue-path")
+            .arg(dir.path().join("q.db").to_str().unwrap()),
+    )
+    .await;
+    let f = record_file(&dir, "later");
+    gw.deploy_ok(recorder_function("later", "jobs", &f, &[]))
+        .await;
+    let (source, mut feed) = channel_source(DeliveryOrder::Unordered);
+    let cancel = CancellationToken::new();
+    let config = test_config(&gw.base)
+        .asynchronous_invocation(true)
+        .build()
+        .unwrap();
+    let runtime = tokio::spawn(run(config, source, cancel.clone()));
+    for i in 0..3 {
+        feed.send("jobs", &format!("async-{i}")).await;
+    }
+    // Acked once the gateway accepted them (202): delivery is now the queue's job.
+    let events = feed.events(3, Duration::from_secs(20)).await;
+    assert!(
+        events.iter().all(|(_, e)| *e == AckEvent::Ack),
+        "{events:?}"
+    );
+    tributary_tests::eventually(
+        Duration::from_secs(20),
+        "the queue worker invoked all three",
+        || async { read_records(&f).len() == 3 },
+    )
+    .await;
+    let r = &read_records(&f)[0];
+    assert_eq!(r["headers"]["x-topic"], "jobs");
+    assert_eq!(r["headers"]["x-connector"], "test-connector");
+    assert!(r["headers"]["x-call-id"].as_str().is_some());
+    cancel.cancel();
+    runtime.await.unwrap().unwrap();
+}

@@ -267,3 +267,50 @@ fn bad_nats_config_fails_with_a_clear_error() {
     assert_eq!(code, Some(1));
     assert!(err.contains("cannot connect to NATS"), "{err}");
 }
+
+#[tokio::test]
+async fn user_and_password_are_used_and_a_wrong_password_fails_clearly() {
+    let nats = NatsServer::start_with_config("authorization { user: tri, password: s3cret }");
+    let gw = GatewayProcess::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("auth.jsonl");
+    gw.deploy_ok(recorder_function("secure", "secure", &record, &[]))
+        .await;
+    let connector = ConnectorProcess::start(
+        "nats",
+        &gw.base,
+        &[
+            ("nats_url", nats.url.as_str()),
+            ("topics", "secure"),
+            ("nats_user", "tri"),
+            ("nats_password", "s3cret"),
+        ],
+    );
+    wait_for_log(&connector, "subscribed (core NATS").await;
+    let client = async_nats::ConnectOptions::with_user_and_password("tri".into(), "s3cret".into())
+        .connect(&nats.url)
+        .await
+        .unwrap();
+    client.publish("secure", "hello".into()).await.unwrap();
+    client.flush().await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "delivered with credentials",
+        || async { read_records(&record).len() == 1 },
+    )
+    .await;
+
+    let out = std::process::Command::new(tributary_tests::tributary_bin())
+        .args(["connector", "nats"])
+        .env("gateway_url", &gw.base)
+        .env("nats_url", &nats.url)
+        .env("topics", "secure")
+        .env("nats_user", "tri")
+        .env("nats_password", "wrong")
+        .env("metrics_port", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot connect to NATS"), "{err}");
+}

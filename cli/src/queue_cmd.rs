@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use clap::builder::BoolishValueParser;
-use tokio_util::sync::CancellationToken;
 use tributary_connector_sdk::config::parse_duration;
 use tributary_gateway::queue::{JetStreamQueue, Queue, SqliteQueue, Worker, WorkerConfig};
 
@@ -148,30 +147,12 @@ pub async fn queue_worker(args: QueueWorkerArgs) -> anyhow::Result<()> {
                     args.metrics_port
                 )
             })?;
-        tokio::spawn(serve_metrics(listener, registry.clone(), cancel.clone()));
+        tokio::spawn(tributary_connector_sdk::metrics::serve(
+            registry.clone(),
+            listener,
+            cancel.clone(),
+        ));
     }
     Worker::new(queue, config, &registry).run(cancel).await;
     Ok(())
-}
-
-async fn serve_metrics(
-    listener: tokio::net::TcpListener,
-    registry: prometheus::Registry,
-    cancel: CancellationToken,
-) {
-    use prometheus::Encoder;
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let registry = registry.clone();
-            async move {
-                let mut out = Vec::new();
-                let _ = prometheus::TextEncoder::new().encode(&registry.gather(), &mut out);
-                String::from_utf8(out).unwrap_or_default()
-            }
-        }),
-    );
-    let _ = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await;
 }

@@ -29,6 +29,43 @@ impl ConfigError {
     }
 }
 
+/// A basic-auth secret file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The file could not be read.
+    #[error("{path} could not be read ({source}); create it or set secret_mount_path")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is empty.
+    #[error("{path} is empty")]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// Reads `basic-auth-user` and `basic-auth-password` from `dir` (OpenFaaS' `secret_mount_path`),
+/// trimming trailing whitespace.
+pub fn read_basic_auth(dir: &std::path::Path) -> Result<(String, String), SecretError> {
+    let read = |name: &str| -> Result<String, SecretError> {
+        let path = dir.join(name);
+        let text = std::fs::read_to_string(&path).map_err(|source| SecretError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let text = text.trim_end().to_owned();
+        if text.is_empty() {
+            return Err(SecretError::Empty { path });
+        }
+        Ok(text)
+    };
+    Ok((read("basic-auth-user")?, read("basic-auth-password")?))
+}
+
 /// Everything the controller and the runtime need; field names are the env var names.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ControllerConfig {

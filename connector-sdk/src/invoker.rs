@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
@@ -110,6 +109,14 @@ impl Invoker {
     }
 
     async fn attempt(&self, function: &str, req: &Request<'_>) -> Attempt {
+        let started = Instant::now();
+        let attempt = self.send(function, req).await;
+        self.metrics.attempt(function, started.elapsed());
+        attempt
+    }
+
+    /// One HTTP call, classified.
+    async fn send(&self, function: &str, req: &Request<'_>) -> Attempt {
         let mut builder = self
             .client
             .post(self.url(function))
@@ -123,12 +130,9 @@ impl Invoker {
         if !has_content_type {
             builder = builder.header("Content-Type", &self.config.content_type);
         }
-        let started = Instant::now();
-        let result = builder.body(req.payload.clone()).send().await;
-        let response = match result {
+        let response = match builder.body(req.payload.clone()).send().await {
             Ok(r) => r,
             Err(e) => {
-                self.metrics.attempt(function, started.elapsed());
                 return Attempt::Retry {
                     status: None,
                     error: error_chain(&e),
@@ -143,7 +147,6 @@ impl Invoker {
         let body = match response.bytes().await {
             Ok(b) => b,
             Err(e) => {
-                self.metrics.attempt(function, started.elapsed());
                 return Attempt::Retry {
                     status: Some(status.as_u16()),
                     error: format!("reading the response failed: {}", error_chain(&e)),
@@ -153,7 +156,6 @@ impl Invoker {
                 };
             }
         };
-        self.metrics.attempt(function, started.elapsed());
         if RETRYABLE_STATUS.contains(&status.as_u16()) {
             return Attempt::Retry {
                 status: Some(status.as_u16()),
@@ -175,11 +177,6 @@ impl Invoker {
         cancel: &CancellationToken,
     ) -> InvocationOutcome {
         let started = Instant::now();
-        let mut backoff = ExponentialBuilder::new()
-            .with_min_delay(self.config.initial_retry_wait)
-            .with_max_delay(self.config.max_retry_wait)
-            .with_max_times(self.config.max_retries as usize)
-            .build();
         let mut attempts = 0u32;
         let outcome = |delivery, status, body, headers, error, attempts| InvocationOutcome {
             function: function.to_owned(),
@@ -222,7 +219,7 @@ impl Invoker {
                     headers,
                     body,
                 } => {
-                    let Some(delay) = backoff.next() else {
+                    if attempts > self.config.max_retries {
                         self.metrics.invoked(function, status);
                         let error = format!("{error} (gave up after {attempts} attempts)");
                         return outcome(
@@ -233,7 +230,12 @@ impl Invoker {
                             Some(error),
                             attempts,
                         );
-                    };
+                    }
+                    let delay = exponential(
+                        attempts,
+                        self.config.initial_retry_wait,
+                        self.config.max_retry_wait,
+                    );
                     // Full jitter: anywhere between zero and the exponential delay; a
                     // Retry-After from the function wins, capped at max_retry_wait.
                     let wait = match retry_after {
@@ -260,7 +262,8 @@ pub fn full_jitter(ceiling: Duration) -> Duration {
 }
 
 /// The exponential ceiling before retry number `retry` (1-based): `initial * 2^(retry-1)`,
-/// capped at `max`.
+/// capped at `max`. The connector runtime and the queue worker both use it; the worker reads
+/// the attempt number from the queue, so the schedule is a function rather than an iterator.
 pub fn exponential(retry: u32, initial: Duration, max: Duration) -> Duration {
     let factor = 2f64.powi(
         i32::try_from(retry.saturating_sub(1))

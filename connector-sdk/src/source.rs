@@ -210,11 +210,13 @@ impl SourceContext {
     /// (backpressure); fails once the runtime is shutting down.
     pub async fn send(&self, message: Message) -> Result<(), Closed> {
         let permit = tokio::select! {
-            permit = self.permits.clone().acquire_owned() => permit.map_err(|_| Closed)?,
-            _ = self.cancel.cancelled() => {
-                message.ack.nack(None).await;
-                return Err(Closed);
-            }
+            permit = self.permits.clone().acquire_owned() => permit.ok(),
+            _ = self.cancel.cancelled() => None,
+        };
+        let Some(permit) = permit else {
+            // Refused: hand the message back so the broker redelivers it.
+            message.ack.nack(None).await;
+            return Err(Closed);
         };
         if let Err(mpsc::error::SendError(admitted)) =
             self.tx.send(Admitted { message, permit }).await

@@ -5,7 +5,6 @@
 //! down or refuses the credentials it keeps the last good map, logs, and tries again next interval.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -59,13 +58,8 @@ pub enum SyncError {
         reason: String,
     },
     /// Basic-auth credentials could not be read.
-    #[error("basic_auth is on but {path} cannot be read: {reason}")]
-    Credentials {
-        /// The file.
-        path: String,
-        /// The I/O error.
-        reason: String,
-    },
+    #[error("basic_auth is on but {0}")]
+    Credentials(#[from] crate::config::SecretError),
 }
 
 /// A function as the connector sees it.
@@ -207,14 +201,9 @@ impl Controller {
         if !self.config.basic_auth {
             return Ok(None);
         }
-        let read = |name: &str| {
-            let path = self.config.secret_mount_path.join(name);
-            read_secret(&path)
-        };
-        Ok(Some((
-            read("basic-auth-user")?,
-            read("basic-auth-password")?,
-        )))
+        Ok(Some(crate::config::read_basic_auth(
+            &self.config.secret_mount_path,
+        )?))
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(
@@ -367,15 +356,6 @@ impl Controller {
             }
         }
     }
-}
-
-fn read_secret(path: &Path) -> Result<String, SyncError> {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim_end().to_owned())
-        .map_err(|e| SyncError::Credentials {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })
 }
 
 #[cfg(test)]

@@ -310,10 +310,7 @@ async fn invoke(State(app): App, request: Request) -> Response {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let (mut parts, body) = request.into_parts();
-    let call_id = parts.headers.get(X_CALL_ID).cloned().unwrap_or_else(|| {
-        HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
-            .unwrap_or(HeaderValue::from_static("unknown"))
-    });
+    let call_id = call_id(&parts.headers);
     let start_value = HeaderValue::from(u64::try_from(start_nanos).unwrap_or(u64::MAX));
     let mut response = match prepare(&app, &mut parts) {
         Err(e) => e.into_response(),
@@ -362,16 +359,9 @@ fn no_queue() -> GatewayError {
     GatewayError::Internal("asynchronous invocation needs a queue: run the gateway with the embedded queue (queue_path) or nats_url".into())
 }
 
-/// Headers that are not stored with a queued request.
-const NOT_QUEUED: [&str; 7] = [
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "x-callback-url",
-    "x-call-id",
-];
+/// Headers not stored with a queued request, besides hop-by-hop ones: recomputed on replay or
+/// kept as their own fields.
+const NOT_QUEUED: [&str; 4] = ["host", "content-length", "x-callback-url", "x-call-id"];
 
 /// `/async-function/{name}[/path]`: stores the request durably and answers 202 with `X-Call-Id`.
 async fn invoke_async(State(app): App, request: Request) -> Response {
@@ -389,10 +379,7 @@ async fn enqueue(app: &AppState, request: Request) -> Result<HeaderValue, Gatewa
     let queue = app.queue.clone().ok_or_else(no_queue)?;
     let (mut parts, body) = request.into_parts();
     let (name, ns) = prepare(app, &mut parts)?;
-    let call_id = parts.headers.get(X_CALL_ID).cloned().unwrap_or_else(|| {
-        HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
-            .unwrap_or(HeaderValue::from_static("unknown"))
-    });
+    let call_id = call_id(&parts.headers);
     let callback_url = match parts.headers.get("x-callback-url") {
         None => None,
         Some(v) => {
@@ -424,7 +411,9 @@ async fn enqueue(app: &AppState, request: Request) -> Result<HeaderValue, Gatewa
     let headers = parts
         .headers
         .iter()
-        .filter(|(k, _)| !NOT_QUEUED.contains(&k.as_str()))
+        .filter(|(k, _)| {
+            !NOT_QUEUED.contains(&k.as_str()) && !crate::proxy::is_hop_by_hop(k.as_str())
+        })
         .filter_map(|(k, v)| {
             v.to_str()
                 .ok()
@@ -453,7 +442,15 @@ async fn enqueue(app: &AppState, request: Request) -> Result<HeaderValue, Gatewa
     }
 }
 
-/// Checks the target exists and the body fits, and rewrites the URI to the function's path.
+/// The caller's `X-Call-Id`, or a new UUID.
+fn call_id(headers: &http::HeaderMap) -> HeaderValue {
+    headers.get(X_CALL_ID).cloned().unwrap_or_else(|| {
+        HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown"))
+    })
+}
+
+/// Checks the target function exists and rewrites the URI to the function's own path.
 fn prepare(
     app: &AppState,
     parts: &mut http::request::Parts,

@@ -1,6 +1,6 @@
 //! Basic auth for `/system/*`, with credentials read from `secret_mount_path` like OpenFaaS.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -9,26 +9,14 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use subtle::ConstantTimeEq;
+use tributary_connector_sdk::config::{SecretError, read_basic_auth};
 
 /// Errors loading credentials.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    /// A secret file could not be read.
-    #[error(
-        "basic_auth is on but {path} could not be read ({source}); create it or set secret_mount_path"
-    )]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// A secret file was empty.
-    #[error("basic_auth is on but {path} is empty")]
-    Empty {
-        /// The file.
-        path: PathBuf,
-    },
+    /// A secret file could not be used.
+    #[error("basic_auth is on but {0}")]
+    Secret(#[from] SecretError),
 }
 
 /// A user name and password pair.
@@ -58,22 +46,8 @@ impl Credentials {
 
     /// Reads `basic-auth-user` and `basic-auth-password` from `dir`, trimming trailing whitespace.
     pub fn from_secret_mount(dir: &Path) -> Result<Self, AuthError> {
-        let read = |name: &str| -> Result<String, AuthError> {
-            let path = dir.join(name);
-            let text = std::fs::read_to_string(&path).map_err(|source| AuthError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            let text = text.trim_end().to_owned();
-            if text.is_empty() {
-                return Err(AuthError::Empty { path });
-            }
-            Ok(text)
-        };
-        Ok(Self {
-            user: read("basic-auth-user")?,
-            password: read("basic-auth-password")?,
-        })
+        let (user, password) = read_basic_auth(dir)?;
+        Ok(Self { user, password })
     }
 
     /// Whether an `Authorization` header value carries these credentials (constant-time).

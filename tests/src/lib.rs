@@ -85,6 +85,23 @@ pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
     );
 }
 
+/// Spawns `cmd` (RUST_LOG=info unless set) with stdout and stderr going to `dir/NAME.log`;
+/// returns the child and the log's path.
+fn spawn_logged(cmd: &mut Command, dir: &Path, name: &str) -> (Child, PathBuf) {
+    let log = dir.join(format!("{name}.log"));
+    let file = std::fs::File::create(&log).expect("log file");
+    if !cmd.get_envs().any(|(k, _)| k == "RUST_LOG") {
+        cmd.env("RUST_LOG", "info");
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("log file"))
+        .stderr(file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+    (child, log)
+}
+
 /// How to start a gateway process.
 #[derive(Debug, Default, Clone)]
 pub struct GatewayOptions {
@@ -147,8 +164,6 @@ impl GatewayProcess {
     pub async fn start_with(options: GatewayOptions) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = options.port.unwrap_or_else(free_port);
-        let log = dir.path().join("gateway.log");
-        let log_file = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(tributary_bin());
         match &options.stack_file {
             Some(f) => cmd.arg("up").arg("-f").arg(f),
@@ -160,12 +175,8 @@ impl GatewayProcess {
             .arg("127.0.0.1")
             .args(&options.args)
             .envs(options.env.iter().cloned())
-            .env("RUST_LOG", "info")
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("log file"))
-            .stderr(log_file);
-        let child = cmd.spawn().expect("spawn tributary");
+            .current_dir(dir.path());
+        let (child, log) = spawn_logged(&mut cmd, dir.path(), "gateway");
         let mut gw = Self {
             child,
             port,
@@ -243,6 +254,17 @@ impl GatewayProcess {
             .expect("GET request");
         assert_eq!(r.status(), 200, "GET {path}");
         r.json().await.expect("JSON body")
+    }
+
+    /// The gateway's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let r = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics");
+        r.text().await.expect("metrics text")
     }
 
     /// `GET path`, returning the status code.
@@ -364,20 +386,13 @@ impl ConnectorProcess {
     /// Starts `tributary connector <kind>` against `gateway_url` with extra env settings.
     pub fn start(kind: &str, gateway_url: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("connector.log");
-        let log_file = std::fs::File::create(&log).expect("log file");
         let metrics_port = free_port();
-        let child = Command::new(tributary_bin())
-            .args(["connector", kind])
+        let mut cmd = Command::new(tributary_bin());
+        cmd.args(["connector", kind])
             .env("gateway_url", gateway_url)
             .env("metrics_port", metrics_port.to_string())
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("log file"))
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn tributary connector");
+            .envs(env.iter().copied());
+        let (child, log) = spawn_logged(&mut cmd, dir.path(), "connector");
         Self {
             child,
             metrics_port,

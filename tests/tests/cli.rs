@@ -137,6 +137,33 @@ fn bad_config_is_rejected_before_serving() {
     assert_eq!(code, 1);
     assert!(out.contains("basic-auth-user"), "{out}");
 
+    // The async queue cannot be opened: an unreachable NATS server, an unwritable queue file.
+    let nats_port = tributary_tests::free_port().to_string();
+    let (code, out) = run(
+        &["gateway", "--port", "0"],
+        &[("nats_url", &format!("nats://127.0.0.1:{nats_port}"))],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("NATS JetStream queue") && out.contains("cannot connect"),
+        "{out}"
+    );
+    let (code, out) = run(
+        &[
+            "gateway",
+            "--port",
+            "0",
+            "--queue-path",
+            "/proc/no/such/queue.db",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("embedded queue (/proc/no/such/queue.db)"),
+        "{out}"
+    );
+
     // A port already in use.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();

@@ -684,3 +684,20 @@ async fn asynchronous_invocation_goes_through_the_gateway_queue() {
     cancel.cancel();
     runtime.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_taken_metrics_port_is_a_clear_error() {
+    let gw = GatewayProcess::start().await;
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let (source, _feed) = channel_source(DeliveryOrder::Unordered);
+    let config = test_config(&gw.base).metrics_port(port).build().unwrap();
+    let err = run(config, source, CancellationToken::new())
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&port.to_string()) && msg.contains("metrics_port"),
+        "{msg}"
+    );
+}

@@ -546,15 +546,7 @@ async fn metrics_use_openfaas_names() {
         .await
         .unwrap();
     gw.scale("echo", 2).await;
-    let text = gw
-        .http
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.metrics().await;
     for expected in [
         r#"gateway_function_invocation_total{code="200",function_name="echo.openfaas-fn"} 4"#,
         r#"gateway_function_invocation_total{code="503",function_name="echo.openfaas-fn"} 1"#,
@@ -568,14 +560,6 @@ async fn metrics_use_openfaas_names() {
     assert!(text.contains("# TYPE gateway_functions_seconds histogram"));
     // Requests for unknown functions add no label values.
     gw.invoke("ghost", "").await;
-    let text = gw
-        .http
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.metrics().await;
     assert!(!text.contains("ghost"));
 }

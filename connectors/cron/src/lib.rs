@@ -295,12 +295,12 @@ impl Source for CronSource {
                 }
                 _ = tokio::time::sleep(wait) => {
                     for (function, at, in_flight) in scheduler.due(Utc::now()) {
-                        if !scheduler.config.allow_overlap && in_flight.swap(true, Ordering::AcqRel) {
+                        let running = in_flight.swap(true, Ordering::AcqRel);
+                        if running && !scheduler.config.allow_overlap {
                             tracing::info!(%function, scheduled = %at.to_rfc3339(), "previous run still in flight; firing skipped");
                             scheduler.metrics.skipped.with_label_values(&[&function]).inc();
                             continue;
                         }
-                        in_flight.store(true, Ordering::Release);
                         scheduler.metrics.firings.with_label_values(&[&function]).inc();
                         let message = Message::new(CRON_TOPIC, Vec::new(), Firing(in_flight))
                             .with_targets(vec![function.clone()])

@@ -157,12 +157,11 @@ impl Queue for JetStreamQueue {
             _ = cancel.cancelled() => return Ok(None),
         };
         loop {
-            if guard.is_none() {
-                let stream = self.consumer.messages().await.map_err(|e| self.err(e))?;
-                *guard = Some(stream);
-            }
-            let Some(stream) = guard.as_mut() else {
-                continue;
+            let stream = match &mut *guard {
+                Some(stream) => stream,
+                slot @ None => {
+                    slot.insert(self.consumer.messages().await.map_err(|e| self.err(e))?)
+                }
             };
             let next = tokio::select! {
                 n = stream.next() => n,

@@ -7,6 +7,7 @@
 //! `com.openfaas.retry.attempts`, `com.openfaas.retry.codes` (e.g. `429,503`),
 //! `com.openfaas.retry.min_wait` and `com.openfaas.retry.max_wait` (e.g. `5s`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tributary_connector_sdk::config::parse_duration;
 use tributary_connector_sdk::invoker::{exponential, full_jitter, retry_after};
-use tributary_connector_sdk::{ConnectorMetrics, Controller, ControllerConfig, RETRYABLE_STATUS};
+use tributary_connector_sdk::{
+    ConnectorMetrics, Controller, ControllerConfig, RETRYABLE_STATUS, TopicMap,
+};
 
 use super::{DeadLetterRecord, Leased, Queue, now_ms};
 
@@ -59,11 +62,8 @@ impl Default for WorkerConfig {
     }
 }
 
-/// Response headers not copied to the callback (hop-by-hop, or set by the worker itself).
-const NOT_FORWARDED: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "transfer-encoding",
+/// Response headers not copied to the callback, besides hop-by-hop ones: the worker sets its own.
+const NOT_FORWARDED: [&str; 6] = [
     "content-length",
     "date",
     "x-call-id",
@@ -192,6 +192,9 @@ impl WorkerMetrics {
     }
 }
 
+/// Retry policies by (function, namespace), and the topic map they were parsed from.
+type PolicyCache = (Arc<TopicMap>, HashMap<(String, String), RetryPolicy>);
+
 /// The queue worker.
 pub struct Worker {
     queue: Arc<dyn Queue>,
@@ -199,6 +202,8 @@ pub struct Worker {
     config: Arc<WorkerConfig>,
     controller: Controller,
     last_refresh: tokio::sync::Mutex<Option<Instant>>,
+    /// Policies parsed from the topic map they were read from.
+    policies: std::sync::Mutex<PolicyCache>,
     metrics: WorkerMetrics,
 }
 
@@ -236,6 +241,7 @@ impl Worker {
             client,
             controller: Controller::new(Arc::new(controller_config), ConnectorMetrics::new()),
             last_refresh: tokio::sync::Mutex::new(None),
+            policies: std::sync::Mutex::new((Arc::default(), HashMap::new())),
             metrics: WorkerMetrics::register(registry),
             config: Arc::new(config),
         }
@@ -295,19 +301,35 @@ impl Worker {
         tracing::info!("queue worker stopped");
     }
 
+    /// The policy of a function from the current topic map, parsed once per map version.
+    fn cached_policy(&self, function: &str, namespace: &str) -> Option<RetryPolicy> {
+        let map = self.controller.topic_map();
+        let mut cache = self.policies.lock().unwrap_or_else(|e| e.into_inner());
+        if !Arc::ptr_eq(&cache.0, &map) {
+            *cache = (map.clone(), HashMap::new());
+        }
+        let key = (function.to_owned(), namespace.to_owned());
+        if let Some(p) = cache.1.get(&key) {
+            return Some(p.clone());
+        }
+        let info = map
+            .functions()
+            .iter()
+            .find(|f| f.name == function && f.namespace == namespace)?;
+        let policy = RetryPolicy::from_annotations(&self.config, function, |key| {
+            info.annotation(key).map(str::to_owned)
+        });
+        cache.1.insert(key, policy.clone());
+        Some(policy)
+    }
+
     /// The retry policy of a function, from its annotations. A function missing from the
     /// cached list (deployed since the last refresh) triggers a refresh, at most once a second.
     async fn policy(&self, function: &str, namespace: &str) -> RetryPolicy {
-        let find = || {
-            self.controller
-                .topic_map()
-                .functions()
-                .iter()
-                .find(|f| f.name == function && f.namespace == namespace)
-                .cloned()
-        };
-        let mut info = find();
-        if info.is_none() {
+        if let Some(p) = self.cached_policy(function, namespace) {
+            return p;
+        }
+        {
             let mut last = self.last_refresh.lock().await;
             if last.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
                 *last = Some(Instant::now());
@@ -315,14 +337,9 @@ impl Worker {
                     tracing::debug!(error = %e, "cannot refresh function annotations");
                 }
             }
-            drop(last);
-            info = find();
         }
-        RetryPolicy::from_annotations(&self.config, function, |key| {
-            info.as_ref()
-                .and_then(|f| f.annotation(key))
-                .map(str::to_owned)
-        })
+        self.cached_policy(function, namespace)
+            .unwrap_or_else(|| RetryPolicy::from_annotations(&self.config, function, |_| None))
     }
 
     async fn call(&self, leased: &Leased) -> CallResult {
@@ -465,7 +482,9 @@ impl Worker {
         for attempt in 1..=self.config.callback_attempts {
             let mut builder = self.client.post(url);
             for (name, value) in &result.headers {
-                if !NOT_FORWARDED.contains(&name.as_str()) {
+                if !NOT_FORWARDED.contains(&name.as_str())
+                    && !crate::proxy::is_hop_by_hop(name.as_str())
+                {
                     builder = builder.header(name, value);
                 }
             }
@@ -515,7 +534,6 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     #[test]
     fn annotations_override_the_retry_policy() {

@@ -13,6 +13,28 @@ need_apt() {
     local cmd="$1" pkg="$2"
     command -v "$cmd" >/dev/null 2>&1 && return 0
     [ -x "/usr/sbin/$cmd" ] && return 0
+    apt_install "$pkg" "$cmd"
+}
+
+# need_apt_pkg PKG: installs a Debian package (a library, say) unless dpkg has it.
+need_apt_pkg() {
+    dpkg -s "$1" >/dev/null 2>&1 || apt_install "$1" "$1"
+}
+
+# need_pip MODULE PKG: installs PyPI package PKG unless python3 can import MODULE.
+need_pip() {
+    local module="$1" pkg="$2"
+    python3 -c "import $module" >/dev/null 2>&1 && return 0
+    log "installing $pkg from PyPI (for $module)"
+    python3 -m pip install -q --disable-pip-version-check "$pkg" >/dev/null 2>&1 \
+        || python3 -m pip install -q --disable-pip-version-check --break-system-packages "$pkg" \
+        || die "pip install $pkg failed"
+    python3 -c "import $module" || die "$pkg installed but python3 cannot import $module"
+}
+
+# apt_install PKG FOR: apt-get install, with one apt-get update per run.
+apt_install() {
+    local pkg="$1" cmd="$2"
     command -v apt-get >/dev/null 2>&1 || die "$cmd is missing and apt-get is not available to install $pkg"
     local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

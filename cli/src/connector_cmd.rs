@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{Args, Subcommand};
-use tributary_connector_sdk::config::parse_duration;
+use tributary_connector_sdk::config::{parse_duration, parse_size};
 use tributary_connector_sdk::{ConfigError, Connector, ControllerConfig, shutdown_signal};
 use tributary_cron::{CronConfig, CronSource, schedule};
+use tributary_kafka::{KafkaConfig, KafkaSource, Security, parse_options};
 use tributary_nats::{Credentials, Mode, NatsConfig, Tls, url_from_broker_host};
 
 /// The connectors.
@@ -17,6 +18,112 @@ pub enum ConnectorCommand {
     Cron(Box<CronArgs>),
     /// Invoke functions for messages on NATS subjects (core or JetStream).
     Nats(Box<NatsArgs>),
+    /// Invoke functions for records on Kafka topics (consumer group, at-least-once).
+    Kafka(Box<KafkaArgs>),
+}
+
+/// Kafka connector settings (OpenFaaS kafka-connector names where they exist).
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Shared connector settings.
+    #[command(flatten)]
+    pub common: ConnectorArgs,
+    /// Bootstrap brokers, comma separated `host:port`.
+    #[arg(long, env = "broker_hosts", value_delimiter = ',')]
+    pub broker_hosts: Vec<String>,
+    /// One broker (OpenFaaS' older name), used when broker_hosts is not given.
+    #[arg(long, env = "broker_host", default_value = "kafka:9092")]
+    pub broker_host: String,
+    /// Topics to consume, comma separated; empty: every topic a function's annotation names.
+    #[arg(long, env = "topics", value_delimiter = ',')]
+    pub topics: Vec<String>,
+    /// Consumer group.
+    #[arg(long, env = "group", default_value = "faas-group-1")]
+    pub group: String,
+    /// Where a group with no committed offset starts: `oldest` or `newest`.
+    #[arg(long, env = "initial_offset", default_value = "oldest")]
+    pub initial_offset: String,
+    /// Largest fetch per partition (e.g. 1MB).
+    #[arg(long, env = "max_bytes", default_value = "1MiB", value_parser = parse_size)]
+    pub max_bytes: usize,
+    /// What stays in order: `partition`, `key` (per key within a partition) or `none`.
+    #[arg(long, env = "order", default_value = "partition")]
+    pub order: String,
+    /// Topic failed messages go to; without it a failing message holds its partition.
+    #[arg(long, env = "dead_letter_topic")]
+    pub dead_letter_topic: Option<String>,
+    /// Time a revoked partition's in-flight messages get before it is released.
+    #[arg(long, env = "rebalance_grace", default_value = "10s", value_parser = parse_duration)]
+    pub rebalance_grace: Duration,
+    /// Use TLS.
+    #[arg(long, env = "tls", default_value = "false", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub tls: bool,
+    /// CA bundle (PEM) to verify the brokers.
+    #[arg(long, env = "ca_file")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long, env = "cert_file")]
+    pub cert_file: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    #[arg(long, env = "key_file")]
+    pub key_file: Option<PathBuf>,
+    /// SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    #[arg(long, env = "sasl_mechanism")]
+    pub sasl_mechanism: Option<String>,
+    /// File holding the SASL username.
+    #[arg(long, env = "sasl_username_file")]
+    pub sasl_username_file: Option<PathBuf>,
+    /// File holding the SASL password.
+    #[arg(long, env = "sasl_password_file")]
+    pub sasl_password_file: Option<PathBuf>,
+    /// Extra librdkafka properties, `key=value` comma separated.
+    #[arg(long, env = "kafka_options", default_value = "")]
+    pub kafka_options: String,
+}
+
+impl KafkaArgs {
+    /// The Kafka source's settings.
+    pub fn kafka_config(&self) -> anyhow::Result<KafkaConfig> {
+        let list = |v: &[String]| -> Vec<String> {
+            v.iter()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+                .collect()
+        };
+        let mut brokers = list(&self.broker_hosts);
+        if brokers.is_empty() {
+            brokers = list(std::slice::from_ref(&self.broker_host));
+        }
+        Ok(KafkaConfig {
+            brokers,
+            topics: list(&self.topics),
+            group: self.group.clone(),
+            initial_offset: self.initial_offset.parse()?,
+            max_bytes: self.max_bytes,
+            order: self.order.parse()?,
+            dead_letter_topic: self
+                .dead_letter_topic
+                .clone()
+                .filter(|t| !t.trim().is_empty()),
+            rebalance_grace: self.rebalance_grace,
+            security: Security {
+                tls: self.tls,
+                ca_file: self.ca_file.clone(),
+                cert_file: self.cert_file.clone(),
+                key_file: self.key_file.clone(),
+                sasl_mechanism: self
+                    .sasl_mechanism
+                    .as_deref()
+                    .filter(|m| !m.trim().is_empty())
+                    .map(str::parse)
+                    .transpose()?,
+                sasl_username_file: self.sasl_username_file.clone(),
+                sasl_password_file: self.sasl_password_file.clone(),
+            },
+            options: parse_options(&self.kafka_options)?,
+            ..KafkaConfig::default()
+        })
+    }
 }
 
 /// NATS connector settings.
@@ -247,6 +354,11 @@ pub async fn run(command: ConnectorCommand) -> anyhow::Result<()> {
                 .with_subscriber(replies)
                 .run(source, shutdown_signal())
                 .await?;
+        }
+        ConnectorCommand::Kafka(args) => {
+            let config = args.common.config()?;
+            let source = KafkaSource::new(args.kafka_config()?)?;
+            tributary_connector_sdk::run(config, source, shutdown_signal()).await?;
         }
     }
     Ok(())

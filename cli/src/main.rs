@@ -30,7 +30,7 @@ enum Command {
     Gateway(Box<gateway_cmd::GatewayArgs>),
     /// Run a standalone queue worker on a NATS JetStream queue.
     QueueWorker(Box<queue_cmd::QueueWorkerArgs>),
-    /// Run a connector (cron; Kafka, SQS and NATS as they land).
+    /// Run a connector: cron, NATS, Kafka or SQS.
     #[command(subcommand)]
     Connector(connector_cmd::ConnectorCommand),
     /// Run the built-in echo function: an HTTP server on $PORT that answers with the request body.

@@ -46,6 +46,9 @@ pub struct InvocationOutcome {
     pub duration: Duration,
     /// Attempts made.
     pub attempts: u32,
+    /// Whether the last failure was worth another attempt (a connection error or a retryable
+    /// status); false for a success or a permanent failure.
+    pub retryable: bool,
     /// The message's source context (e.g. partition and offset).
     pub context: Arc<BTreeMap<String, String>>,
 }
@@ -97,6 +100,11 @@ impl Invoker {
             connector: connector.to_owned(),
             metrics,
         }
+    }
+
+    /// The configured `max_retries`.
+    pub(crate) fn max_retries(&self) -> u32 {
+        self.config.max_retries
     }
 
     fn url(&self, function: &str) -> String {
@@ -168,28 +176,32 @@ impl Invoker {
         Attempt::Done(status, headers, body)
     }
 
-    /// Delivers one message to one function, retrying retryable failures; `cancel` cuts a retry
-    /// wait short (the outcome is then [`Delivery::Interrupted`]).
+    /// Delivers one message to one function, retrying retryable failures up to `max_retries`
+    /// times; `cancel` cuts a retry wait short (the outcome is then [`Delivery::Interrupted`]).
     pub(crate) async fn invoke(
         &self,
         function: &str,
         req: &Request<'_>,
+        max_retries: u32,
         cancel: &CancellationToken,
     ) -> InvocationOutcome {
         let started = Instant::now();
         let mut attempts = 0u32;
-        let outcome = |delivery, status, body, headers, error, attempts| InvocationOutcome {
-            function: function.to_owned(),
-            topic: req.topic.to_owned(),
-            delivery,
-            status,
-            body,
-            headers,
-            error,
-            duration: started.elapsed(),
-            attempts,
-            context: req.context.clone(),
-        };
+        let outcome =
+            |delivery, status: Option<u16>, body, headers, error, attempts| InvocationOutcome {
+                retryable: delivery == Delivery::Failed
+                    && status.is_none_or(|s| RETRYABLE_STATUS.contains(&s)),
+                function: function.to_owned(),
+                topic: req.topic.to_owned(),
+                delivery,
+                status,
+                body,
+                headers,
+                error,
+                duration: started.elapsed(),
+                attempts,
+                context: req.context.clone(),
+            };
         loop {
             attempts += 1;
             match self.attempt(function, req).await {
@@ -219,7 +231,7 @@ impl Invoker {
                     headers,
                     body,
                 } => {
-                    if attempts > self.config.max_retries {
+                    if attempts > max_retries {
                         self.metrics.invoked(function, status);
                         let error = format!("{error} (gave up after {attempts} attempts)");
                         return outcome(
@@ -231,17 +243,7 @@ impl Invoker {
                             attempts,
                         );
                     }
-                    let delay = exponential(
-                        attempts,
-                        self.config.initial_retry_wait,
-                        self.config.max_retry_wait,
-                    );
-                    // Full jitter: anywhere between zero and the exponential delay; a
-                    // Retry-After from the function wins, capped at max_retry_wait.
-                    let wait = match retry_after {
-                        Some(ra) => ra.min(self.config.max_retry_wait),
-                        None => full_jitter(delay),
-                    };
+                    let wait = self.backoff(attempts, retry_after);
                     self.metrics.retried(function);
                     tracing::debug!(function, attempt = attempts, ?status, %error, ?wait, "retrying");
                     tokio::select! {
@@ -252,6 +254,21 @@ impl Invoker {
                     }
                 }
             }
+        }
+    }
+}
+
+impl Invoker {
+    /// The wait before retry number `retry`: full jitter over the exponential ceiling (anywhere
+    /// between zero and it); a `Retry-After` from the function wins, capped at `max_retry_wait`.
+    pub(crate) fn backoff(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
+        match retry_after {
+            Some(ra) => ra.min(self.config.max_retry_wait),
+            None => full_jitter(exponential(
+                retry,
+                self.config.initial_retry_wait,
+                self.config.max_retry_wait,
+            )),
         }
     }
 }

@@ -51,7 +51,7 @@ pub use invoker::{Delivery, InvocationOutcome, RETRYABLE_STATUS};
 pub use metrics::ConnectorMetrics;
 pub use runtime::{Connector, ConnectorError, ResponseSubscriber, run, shutdown_signal};
 pub use source::{
-    Acknowledge, Closed, DeadLetter, DeliveryOrder, FailedInvocation, Message, NoAck, Source,
-    SourceContext, SourceError,
+    Acknowledge, Closed, DeadLetter, DeliveryOrder, FailedInvocation, Message, NoAck, RetryPolicy,
+    Source, SourceContext, SourceError,
 };
 pub use topic_map::{Controller, FunctionInfo, SyncError, TopicMap};

@@ -11,10 +11,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, ControllerConfig};
-use crate::invoker::{Delivery, InvocationOutcome, Invoker, Request};
+use crate::invoker::{Delivery, InvocationOutcome, Invoker, Request, retry_after};
 use crate::metrics::ConnectorMetrics;
 use crate::source::{
-    Admitted, DeadLetter, DeliveryOrder, FailedInvocation, Source, SourceContext, SourceError,
+    Admitted, DeadLetter, DeliveryOrder, FailedInvocation, RetryPolicy, Source, SourceContext,
+    SourceError,
 };
 use crate::topic_map::Controller;
 
@@ -37,7 +38,13 @@ pub enum ConnectorError {
     },
     /// The source failed.
     #[error("source failed: {0}")]
-    Source(#[from] SourceError),
+    Source(SourceError),
+}
+
+impl From<SourceError> for ConnectorError {
+    fn from(e: SourceError) -> Self {
+        Self::Source(e)
+    }
 }
 
 /// Receives every invocation outcome: for logging, metrics, reply topics.
@@ -121,6 +128,7 @@ impl Connector {
         let config = self.config.clone();
         let name = source.name().to_owned();
         let order = source.order();
+        let policy = source.retry_policy();
         tracing::info!(
             connector = %name,
             gateway_url = %config.gateway_url,
@@ -129,6 +137,7 @@ impl Connector {
             max_retries = config.max_retries,
             asynchronous_invocation = config.asynchronous_invocation,
             ?order,
+            ?policy,
             "connector starting"
         );
         let stop = CancellationToken::new();
@@ -174,6 +183,7 @@ impl Connector {
             metrics: self.metrics.clone(),
             subscribers: Arc::new(self.subscribers),
             order,
+            policy,
             print_request_body: config.print_request_body,
             tasks: JoinSet::new(),
             keyed: HashMap::new(),
@@ -239,12 +249,73 @@ async fn hand_back(metrics: &ConnectorMetrics, a: Admitted) {
     drop(a.permit);
 }
 
+/// [`RetryPolicy::UntilDelivered`]: invokes the functions that failed again, with backoff,
+/// until every one is delivered or shutdown interrupts (the message is then handed back).
+async fn hold_until_delivered(
+    invoker: &Invoker,
+    req: &Request<'_>,
+    outcomes: &mut [InvocationOutcome],
+    cancel: &CancellationToken,
+) {
+    let mut round = 1u32;
+    while outcomes.iter().any(|o| o.delivery == Delivery::Failed) {
+        round = round.saturating_add(1);
+        let wait = invoker.backoff(round, None);
+        for o in outcomes.iter().filter(|o| o.delivery == Delivery::Failed) {
+            tracing::warn!(
+                function = %o.function, topic = %o.topic, status = ?o.status, error = ?o.error,
+                round, ?wait, "delivery failed and there is no dead-letter destination: holding the message (and the ones behind it) and trying again"
+            );
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = cancel.cancelled() => {
+                for o in outcomes.iter_mut().filter(|o| o.delivery == Delivery::Failed) {
+                    o.delivery = Delivery::Interrupted;
+                }
+                return;
+            }
+        }
+        for o in outcomes.iter_mut() {
+            if o.delivery == Delivery::Failed {
+                let attempts = o.attempts;
+                *o = invoker
+                    .invoke(&o.function, req, invoker.max_retries(), cancel)
+                    .await;
+                o.attempts = o.attempts.saturating_add(attempts);
+            }
+        }
+    }
+}
+
+/// [`RetryPolicy::Redeliver`]: how long the broker should wait before redelivering, or `None`
+/// when the message is to be dead-lettered (a permanent failure, or `max_retries` exhausted).
+fn redeliver_after(
+    invoker: &Invoker,
+    outcomes: &[InvocationOutcome],
+    delivery_count: u32,
+) -> Option<Duration> {
+    let failed: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.delivery == Delivery::Failed)
+        .collect();
+    if failed.is_empty()
+        || failed.iter().any(|o| !o.retryable)
+        || delivery_count > invoker.max_retries()
+    {
+        return None;
+    }
+    let asked = failed.iter().filter_map(|o| retry_after(&o.headers)).max();
+    Some(invoker.backoff(delivery_count, asked))
+}
+
 struct Dispatcher {
     invoker: Invoker,
     controller: Controller,
     metrics: ConnectorMetrics,
     subscribers: Arc<Vec<Arc<dyn ResponseSubscriber>>>,
     order: DeliveryOrder,
+    policy: RetryPolicy,
     print_request_body: bool,
     tasks: JoinSet<()>,
     /// Keys with a message in flight, and the messages waiting behind it.
@@ -348,6 +419,7 @@ impl Dispatcher {
         let cancel = self.cancel.clone();
         let done = self.done_tx.clone();
         let print_body = self.print_request_body;
+        let policy = self.policy;
         self.tasks.spawn(async move {
             let Admitted { message, permit } = a;
             let crate::source::Message {
@@ -356,6 +428,7 @@ impl Dispatcher {
                 headers,
                 context,
                 ack,
+                delivery_count,
                 ..
             } = message;
             if print_body {
@@ -367,19 +440,36 @@ impl Dispatcher {
                 headers: &headers,
                 context: &context,
             };
-            let outcomes =
-                futures::future::join_all(targets.iter().map(|f| invoker.invoke(f, &req, &cancel)))
-                    .await;
+            let max_retries = match policy {
+                RetryPolicy::Redeliver => 0,
+                _ => invoker.max_retries(),
+            };
+            let mut outcomes = futures::future::join_all(
+                targets
+                    .iter()
+                    .map(|f| invoker.invoke(f, &req, max_retries, &cancel)),
+            )
+            .await;
+            if policy == RetryPolicy::UntilDelivered {
+                hold_until_delivered(&invoker, &req, &mut outcomes, &cancel).await;
+            }
             for o in &outcomes {
                 for s in subscribers.iter() {
                     s.response(o);
                 }
             }
+            let redeliver_after = (policy == RetryPolicy::Redeliver)
+                .then(|| redeliver_after(&invoker, &outcomes, delivery_count))
+                .flatten();
             if outcomes.iter().all(|o| o.delivery == Delivery::Delivered) {
                 ack.ack().await;
                 metrics.acked(&topic);
             } else if outcomes.iter().any(|o| o.delivery == Delivery::Interrupted) {
                 ack.nack(None).await;
+                metrics.nacked(&topic);
+            } else if let Some(wait) = redeliver_after {
+                tracing::debug!(%topic, delivery_count, ?wait, "handing the message back for redelivery");
+                ack.nack(Some(wait)).await;
                 metrics.nacked(&topic);
             } else {
                 let letter = DeadLetter {

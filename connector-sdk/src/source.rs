@@ -22,6 +22,22 @@ pub enum DeliveryOrder {
     PerKey,
 }
 
+/// What the runtime does when a function fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RetryPolicy {
+    /// Retry in the connector up to `max_retries` times with backoff, then dead-letter.
+    #[default]
+    InProcess,
+    /// Retry in the connector and never give up: a failing message holds its key (e.g. its
+    /// partition) until it is delivered or the connector stops. For sources configured with
+    /// nowhere to dead-letter, where skipping a message would lose it silently.
+    UntilDelivered,
+    /// One attempt per delivery: a retryable failure is `nack`ed with the backoff delay so the
+    /// broker redelivers it later (e.g. SQS visibility), and the message is dead-lettered once
+    /// its [`Message::delivery_count`] exceeds `max_retries` or a failure is permanent.
+    Redeliver,
+}
+
 /// One function's final failure, as reported to the source when a message is dead-lettered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailedInvocation {
@@ -101,6 +117,9 @@ pub struct Message {
     pub targets: Option<Vec<String>>,
     /// Source metadata handed to response subscribers (e.g. partition and offset).
     pub context: Arc<BTreeMap<String, String>>,
+    /// How many times the broker has delivered this message, counting this one (1 = first);
+    /// used by [`RetryPolicy::Redeliver`].
+    pub delivery_count: u32,
     pub(crate) ack: Box<dyn Acknowledge>,
 }
 
@@ -125,6 +144,7 @@ impl Message {
             key: None,
             targets: None,
             context: Arc::default(),
+            delivery_count: 1,
             ack: Box::new(ack),
         }
     }
@@ -144,6 +164,12 @@ impl Message {
     /// Invokes only `functions` rather than every subscriber of the topic.
     pub fn with_targets(mut self, functions: Vec<String>) -> Self {
         self.targets = Some(functions);
+        self
+    }
+
+    /// Sets how many times the broker has delivered the message (1 = first).
+    pub fn with_delivery_count(mut self, count: u32) -> Self {
+        self.delivery_count = count.max(1);
         self
     }
 
@@ -227,6 +253,20 @@ impl SourceContext {
         Ok(())
     }
 
+    /// Whether the runtime has room for another message now (a [`Self::send`] would not wait).
+    pub fn has_room(&self) -> bool {
+        self.permits.available_permits() > 0
+    }
+
+    /// Waits until the runtime has room for another message, without taking it; fails once the
+    /// runtime is shutting down. For sources that must keep serving their broker while full.
+    pub async fn ready(&self) -> Result<(), Closed> {
+        tokio::select! {
+            permit = self.permits.acquire() => permit.map(drop).map_err(|_| Closed),
+            _ = self.cancel.cancelled() => Err(Closed),
+        }
+    }
+
     /// Topics some function subscribes to now.
     pub fn topics(&self) -> Vec<String> {
         self.topics.borrow().topics()
@@ -262,6 +302,12 @@ pub trait Source: Send + 'static {
     /// Whether messages of one key must stay in order.
     fn order(&self) -> DeliveryOrder {
         DeliveryOrder::Unordered
+    }
+
+    /// What happens when a function fails: retry here then dead-letter (the default), retry
+    /// until delivered, or hand the message back for the broker to redeliver.
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::InProcess
     }
 
     /// Produces messages through `ctx.send` until the source ends or `ctx.cancelled()` fires.

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod kafka;
+
 /// A free TCP port on 127.0.0.1 (bound, read and released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind(("127.0.0.1", 0))
@@ -404,6 +406,11 @@ impl ConnectorProcess {
     /// Everything the connector logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends SIGKILL and reaps the process.

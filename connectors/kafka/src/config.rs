@@ -1,0 +1,409 @@
+//! The Kafka connector's settings and the librdkafka client configuration built from them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+
+use crate::KafkaError;
+
+/// Where a consumer group with no committed offset starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InitialOffset {
+    /// The earliest retained message (`oldest`).
+    #[default]
+    Oldest,
+    /// Only messages produced after the group joins (`newest`).
+    Newest,
+}
+
+impl std::str::FromStr for InitialOffset {
+    type Err = KafkaError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "oldest" | "earliest" => Ok(Self::Oldest),
+            "newest" | "latest" => Ok(Self::Newest),
+            other => Err(KafkaError::Config(format!(
+                "initial_offset must be `oldest` or `newest`, not {other:?}"
+            ))),
+        }
+    }
+}
+
+/// What must stay in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// One message at a time per partition, in offset order (the default).
+    #[default]
+    Partition,
+    /// In order per message key within a partition; different keys run concurrently.
+    Key,
+    /// No order: every message may run concurrently (commits still never pass an unfinished one).
+    None,
+}
+
+impl std::str::FromStr for Order {
+    type Err = KafkaError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "partition" => Ok(Self::Partition),
+            "key" => Ok(Self::Key),
+            "none" => Ok(Self::None),
+            other => Err(KafkaError::Config(format!(
+                "order must be `partition`, `key` or `none`, not {other:?}"
+            ))),
+        }
+    }
+}
+
+/// A SASL mechanism.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslMechanism {
+    /// `PLAIN`.
+    Plain,
+    /// `SCRAM-SHA-256`.
+    ScramSha256,
+    /// `SCRAM-SHA-512`.
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Plain => "PLAIN",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+impl std::str::FromStr for SaslMechanism {
+    type Err = KafkaError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_uppercase().replace('_', "-").as_str() {
+            "PLAIN" => Ok(Self::Plain),
+            "SCRAM-SHA-256" => Ok(Self::ScramSha256),
+            "SCRAM-SHA-512" => Ok(Self::ScramSha512),
+            other => Err(KafkaError::Config(format!(
+                "sasl_mechanism must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, not {other:?}"
+            ))),
+        }
+    }
+}
+
+/// TLS and SASL settings; credentials and keys are read from files.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// Use TLS (implied by any of the files below).
+    pub tls: bool,
+    /// CA bundle to verify the brokers with (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate for mutual TLS (PEM).
+    pub cert_file: Option<PathBuf>,
+    /// Client private key for mutual TLS (PEM).
+    pub key_file: Option<PathBuf>,
+    /// SASL mechanism; `None` disables SASL.
+    pub sasl_mechanism: Option<SaslMechanism>,
+    /// File holding the SASL username.
+    pub sasl_username_file: Option<PathBuf>,
+    /// File holding the SASL password.
+    pub sasl_password_file: Option<PathBuf>,
+}
+
+/// The Kafka connector's settings (OpenFaaS kafka-connector names where they exist).
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers (`broker_hosts`), `host:port` each.
+    pub brokers: Vec<String>,
+    /// Topics to consume (`topics`); empty means every topic a function's annotation names,
+    /// followed as functions are deployed and removed.
+    pub topics: Vec<String>,
+    /// Consumer group (`group`).
+    pub group: String,
+    /// Where a new group starts (`initial_offset`).
+    pub initial_offset: InitialOffset,
+    /// Largest fetch per partition in bytes (`max_bytes`).
+    pub max_bytes: usize,
+    /// What stays in order (`order`).
+    pub order: Order,
+    /// Topic failed messages are produced to (`dead_letter_topic`); without one a failing
+    /// message holds its partition, retrying with backoff, until it is delivered.
+    pub dead_letter_topic: Option<String>,
+    /// How long a revoked partition's in-flight messages get to finish before it is released.
+    pub rebalance_grace: Duration,
+    /// How long finished offsets wait to be batched into one commit.
+    pub commit_interval: Duration,
+    /// TLS and SASL.
+    pub security: Security,
+    /// Extra librdkafka properties (`kafka_options`, `key=value`), applied last.
+    pub options: Vec<(String, String)>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: vec!["kafka:9092".to_owned()],
+            topics: Vec::new(),
+            group: "faas-group-1".to_owned(),
+            initial_offset: InitialOffset::Oldest,
+            max_bytes: 1024 * 1024,
+            order: Order::Partition,
+            dead_letter_topic: None,
+            rebalance_grace: Duration::from_secs(10),
+            commit_interval: Duration::from_millis(5),
+            security: Security::default(),
+            options: Vec::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// Checks the settings; the error says which one is wrong.
+    pub fn validate(&self) -> Result<(), KafkaError> {
+        if self.brokers.iter().all(|b| b.trim().is_empty()) {
+            return Err(KafkaError::Config(
+                "broker_hosts is empty: give at least one `host:port`".into(),
+            ));
+        }
+        if let Some(b) = self.brokers.iter().find(|b| !b.contains(':')) {
+            return Err(KafkaError::Config(format!(
+                "broker_hosts entry {b:?} has no port: write it as `host:port`"
+            )));
+        }
+        if self.group.trim().is_empty() {
+            return Err(KafkaError::Config("group must not be empty".into()));
+        }
+        if self.max_bytes == 0 {
+            return Err(KafkaError::Config("max_bytes must be above 0".into()));
+        }
+        if self
+            .dead_letter_topic
+            .as_deref()
+            .is_some_and(|t| self.topics.iter().any(|x| x == t))
+        {
+            return Err(KafkaError::Config(
+                "dead_letter_topic must not be one of the consumed topics".into(),
+            ));
+        }
+        let s = &self.security;
+        if s.sasl_mechanism.is_some()
+            && (s.sasl_username_file.is_none() || s.sasl_password_file.is_none())
+        {
+            return Err(KafkaError::Config(
+                "sasl_mechanism needs sasl_username_file and sasl_password_file".into(),
+            ));
+        }
+        if s.cert_file.is_some() != s.key_file.is_some() {
+            return Err(KafkaError::Config(
+                "cert_file and key_file go together (mutual TLS needs both)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Client settings shared by the consumer and the dead-letter producer.
+    pub fn client_config(&self) -> Result<ClientConfig, KafkaError> {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", self.brokers.join(","))
+            .set("client.id", "tributary-kafka-connector");
+        let s = &self.security;
+        let tls = s.tls || s.ca_file.is_some() || s.cert_file.is_some();
+        let protocol = match (tls, s.sasl_mechanism.is_some()) {
+            (false, false) => "plaintext",
+            (true, false) => "ssl",
+            (false, true) => "sasl_plaintext",
+            (true, true) => "sasl_ssl",
+        };
+        c.set("security.protocol", protocol);
+        let path = |p: &PathBuf, what: &str| -> Result<String, KafkaError> {
+            if !p.is_file() {
+                return Err(KafkaError::Config(format!(
+                    "{what} {} is not a readable file",
+                    p.display()
+                )));
+            }
+            Ok(p.display().to_string())
+        };
+        if let Some(p) = &s.ca_file {
+            c.set("ssl.ca.location", path(p, "ca_file")?);
+        }
+        if let Some(p) = &s.cert_file {
+            c.set("ssl.certificate.location", path(p, "cert_file")?);
+        }
+        if let Some(p) = &s.key_file {
+            c.set("ssl.key.location", path(p, "key_file")?);
+        }
+        if let Some(m) = s.sasl_mechanism {
+            let read = |p: &Option<PathBuf>, what: &str| -> Result<String, KafkaError> {
+                let p = p
+                    .as_ref()
+                    .ok_or_else(|| KafkaError::Config(format!("sasl_mechanism needs {what}")))?;
+                std::fs::read_to_string(p)
+                    .map(|v| v.trim().to_owned())
+                    .map_err(|e| {
+                        KafkaError::Config(format!("cannot read {what} {}: {e}", p.display()))
+                    })
+            };
+            c.set("sasl.mechanism", m.as_str())
+                .set(
+                    "sasl.username",
+                    read(&s.sasl_username_file, "sasl_username_file")?,
+                )
+                .set(
+                    "sasl.password",
+                    read(&s.sasl_password_file, "sasl_password_file")?,
+                );
+        }
+        Ok(c)
+    }
+
+    /// The consumer's settings: manual offset storage and commits, and the group.
+    pub fn consumer_config(&self) -> Result<ClientConfig, KafkaError> {
+        let mut c = self.client_config()?;
+        let max_bytes = self.max_bytes.to_string();
+        c.set("group.id", &self.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set(
+                "auto.offset.reset",
+                match self.initial_offset {
+                    InitialOffset::Oldest => "earliest",
+                    InitialOffset::Newest => "latest",
+                },
+            )
+            .set("max.partition.fetch.bytes", &max_bytes);
+        for (k, v) in &self.options {
+            c.set(k, v);
+        }
+        Ok(c)
+    }
+
+    /// The dead-letter producer's settings: idempotent, every replica acknowledges.
+    pub fn producer_config(&self) -> Result<ClientConfig, KafkaError> {
+        let mut c = self.client_config()?;
+        c.set("acks", "all").set("message.timeout.ms", "30000");
+        for (k, v) in self.options.iter().filter(|(k, _)| !is_consumer_only(k)) {
+            c.set(k, v);
+        }
+        Ok(c)
+    }
+}
+
+/// librdkafka consumer properties a producer would warn about.
+fn is_consumer_only(key: &str) -> bool {
+    key.starts_with("session.")
+        || key.starts_with("heartbeat.")
+        || key.starts_with("group.")
+        || key.starts_with("fetch.")
+        || key.starts_with("max.poll.")
+        || key.starts_with("auto.")
+        || key.starts_with("partition.assignment")
+        || key.starts_with("enable.auto")
+        || key.starts_with("coordinator.")
+}
+
+/// Parses `key=value,key=value` (the `kafka_options` setting).
+pub fn parse_options(s: &str) -> Result<Vec<(String, String)>, KafkaError> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| {
+                    KafkaError::Config(format!("kafka_options entry {kv:?} is not `key=value`"))
+                })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_and_options() {
+        assert_eq!(
+            "newest".parse::<InitialOffset>().unwrap(),
+            InitialOffset::Newest
+        );
+        assert!("middle".parse::<InitialOffset>().is_err());
+        assert_eq!(
+            "scram-sha-512".parse::<SaslMechanism>().unwrap(),
+            SaslMechanism::ScramSha512
+        );
+        assert!("GSSAPI".parse::<SaslMechanism>().is_err());
+        assert_eq!("key".parse::<Order>().unwrap(), Order::Key);
+        assert_eq!(
+            parse_options("session.timeout.ms=6000, fetch.wait.max.ms = 10").unwrap(),
+            vec![
+                ("session.timeout.ms".into(), "6000".into()),
+                ("fetch.wait.max.ms".into(), "10".into())
+            ]
+        );
+        assert!(parse_options("nonsense").is_err());
+    }
+
+    #[test]
+    fn validation_names_the_setting() {
+        let mut c = KafkaConfig {
+            brokers: vec!["localhost".into()],
+            ..KafkaConfig::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("broker_hosts")
+        );
+        c.brokers = vec!["localhost:9092".into()];
+        c.validate().unwrap();
+        c.security.sasl_mechanism = Some(SaslMechanism::Plain);
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("sasl_username_file")
+        );
+    }
+
+    #[test]
+    fn security_sets_the_protocol_and_reads_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let (u, p) = (dir.path().join("user"), dir.path().join("pass"));
+        std::fs::write(&u, "alice\n").unwrap();
+        std::fs::write(&p, "s3cret\n").unwrap();
+        let c = KafkaConfig {
+            brokers: vec!["b:9093".into()],
+            security: Security {
+                tls: true,
+                sasl_mechanism: Some(SaslMechanism::ScramSha256),
+                sasl_username_file: Some(u),
+                sasl_password_file: Some(p),
+                ..Security::default()
+            },
+            ..KafkaConfig::default()
+        };
+        let cc = c.client_config().unwrap();
+        assert_eq!(cc.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(cc.get("sasl.mechanism"), Some("SCRAM-SHA-256"));
+        assert_eq!(cc.get("sasl.username"), Some("alice"));
+        assert_eq!(cc.get("sasl.password"), Some("s3cret"));
+        let missing = KafkaConfig {
+            security: Security {
+                ca_file: Some(dir.path().join("nope.pem")),
+                ..Security::default()
+            },
+            ..c
+        };
+        assert!(
+            missing
+                .client_config()
+                .unwrap_err()
+                .to_string()
+                .contains("ca_file")
+        );
+    }
+}

@@ -1,0 +1,89 @@
+//! Kafka metrics, per partition: consumed, committed offset and consumer lag.
+
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+
+/// The Kafka connector's own metrics, beside the SDK's.
+#[derive(Clone)]
+pub struct KafkaMetrics {
+    consumed: IntCounterVec,
+    committed: IntGaugeVec,
+    lag: IntGaugeVec,
+    rebalances: IntCounterVec,
+    dead_letters: IntCounterVec,
+}
+
+impl KafkaMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let tp = &["topic", "partition"];
+        let m = Self {
+            consumed: IntCounterVec::new(
+                Opts::new("kafka_messages_consumed_total", "Messages taken from Kafka"),
+                tp,
+            )?,
+            committed: IntGaugeVec::new(
+                Opts::new(
+                    "kafka_committed_offset",
+                    "The group's committed offset: the next message to consume after a restart",
+                ),
+                tp,
+            )?,
+            lag: IntGaugeVec::new(
+                Opts::new(
+                    "kafka_consumer_lag",
+                    "Messages between the committed offset and the partition's high watermark",
+                ),
+                tp,
+            )?,
+            rebalances: IntCounterVec::new(
+                Opts::new("kafka_rebalances_total", "Partitions assigned and revoked"),
+                &["kind"],
+            )?,
+            dead_letters: IntCounterVec::new(
+                Opts::new(
+                    "kafka_dead_letters_produced_total",
+                    "Messages produced to the dead-letter topic",
+                ),
+                &["topic"],
+            )?,
+        };
+        registry.register(Box::new(m.consumed.clone()))?;
+        registry.register(Box::new(m.committed.clone()))?;
+        registry.register(Box::new(m.lag.clone()))?;
+        registry.register(Box::new(m.rebalances.clone()))?;
+        registry.register(Box::new(m.dead_letters.clone()))?;
+        Ok(m)
+    }
+
+    pub(crate) fn consumed(&self, topic: &str, partition: i32) {
+        self.consumed
+            .with_label_values(&[topic, &partition.to_string()])
+            .inc();
+    }
+
+    pub(crate) fn committed(&self, topic: &str, partition: i32, offset: i64, high: Option<i64>) {
+        let p = partition.to_string();
+        self.committed.with_label_values(&[topic, &p]).set(offset);
+        if let Some(high) = high {
+            self.lag
+                .with_label_values(&[topic, &p])
+                .set((high - offset).max(0));
+        }
+    }
+
+    pub(crate) fn lag(&self, topic: &str, partition: i32, lag: i64) {
+        self.lag
+            .with_label_values(&[topic, &partition.to_string()])
+            .set(lag.max(0));
+    }
+
+    pub(crate) fn rebalance(&self, kind: &str, partitions: usize) {
+        self.rebalances
+            .with_label_values(&[kind])
+            .inc_by(partitions as u64);
+    }
+
+    pub(crate) fn dead_letter(&self, topic: &str) {
+        self.dead_letters.with_label_values(&[topic]).inc();
+    }
+}

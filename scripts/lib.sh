@@ -80,6 +80,14 @@ use_workdir() {
 }
 _cleanup_workdir() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    # Some brokers (tansu) ignore SIGTERM for a while: give them a second, then SIGKILL.
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        local alive=0
+        for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        [ "$alive" = 0 ] && break
+        sleep 0.1
+    done
+    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$WORK"
 }

@@ -1,0 +1,201 @@
+//! Kafka connector benchmark, three measurements of the same topic and function in one run:
+//! (a) the raw rdkafka consume rate of the topic (a bare consumer, no work per message);
+//! (b) HTTP load on the function through the gateway's `/function/NAME` (the path the
+//!     connector calls), at the connector's concurrency;
+//! (c) the connector: `tributary connector kafka` from the first to the last acknowledged
+//!     message, read off its metrics.
+//! It prints messages/s for each and the connector's ratio to the lower of (a) and (b).
+//!
+//! `kafka_throughput BOOTSTRAP GATEWAY_URL FUNCTION TRIBUTARY_BIN [MESSAGES] [CONCURRENCY] [ORDER]`
+//! (run by bench/kafka.sh).
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+async fn produce(bootstrap: &str, topic: &str, n: usize) -> Result<(), Error> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .create()?;
+    let failed = futures::stream::iter(0..n)
+        .map(|i| {
+            let producer = &producer;
+            async move {
+                let payload = format!("{{\"n\":{i},\"pad\":\"0123456789abcdef0123456789abcdef\"}}");
+                let p = i32::try_from(i % 3).unwrap_or(0);
+                let record: FutureRecord<'_, str, str> =
+                    FutureRecord::to(topic).payload(payload.as_str()).partition(p);
+                producer.send(record, Duration::from_secs(30)).await.is_err()
+            }
+        })
+        .buffer_unordered(1000)
+        .filter(|f| std::future::ready(*f))
+        .count()
+        .await;
+    if failed > 0 {
+        return Err(format!("{failed} records were not produced").into());
+    }
+    Ok(())
+}
+
+/// (a) A bare consumer group reading the whole topic.
+fn raw_consume(bootstrap: &str, topic: &str, n: usize) -> Result<Duration, Error> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("raw-{}", std::process::id()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let mut seen = 0usize;
+    let mut started = None;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seen < n {
+        if Instant::now() > deadline {
+            return Err(format!("raw consumer saw {seen} of {n}").into());
+        }
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+            started.get_or_insert_with(Instant::now);
+            seen += 1;
+        }
+    }
+    Ok(started.map(|s| s.elapsed()).unwrap_or_default())
+}
+
+/// (b) HTTP load through the gateway.
+async fn http_load(url: &str, n: usize, concurrency: usize) -> Result<Duration, Error> {
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let failed = futures::stream::iter(0..n)
+        .map(|i| {
+            let req = client
+                .post(url)
+                .header("Content-Type", "text/plain")
+                .body(format!("{{\"n\":{i},\"pad\":\"0123456789abcdef0123456789abcdef\"}}"));
+            async move {
+                match req.send().await {
+                    Ok(r) => !r.status().is_success() || r.bytes().await.is_err(),
+                    Err(_) => true,
+                }
+            }
+        })
+        .buffer_unordered(concurrency)
+        .filter(|f| std::future::ready(*f))
+        .count()
+        .await;
+    if failed > 0 {
+        return Err(format!("{failed} of {n} HTTP requests failed").into());
+    }
+    Ok(started.elapsed())
+}
+
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// (c) The connector, timed from its first to its last acknowledgement.
+async fn connector(
+    bin: &str,
+    bootstrap: &str,
+    gateway: &str,
+    topic: &str,
+    n: usize,
+    concurrency: usize,
+    order: &str,
+) -> Result<Duration, Error> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut child = Command::new(bin)
+        .args(["connector", "kafka"])
+        .env("broker_hosts", bootstrap)
+        .env("gateway_url", gateway)
+        .env("topics", topic)
+        .env("group", format!("bench-{order}-{}", std::process::id()))
+        .env("order", order)
+        .env("max_inflight", concurrency.to_string())
+        .env("print_response", "false")
+        .env("metrics_port", port.to_string())
+        .env(
+            "kafka_options",
+            "session.timeout.ms=6000,heartbeat.interval.ms=500,fetch.wait.max.ms=10",
+        )
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut started = None;
+    let result = loop {
+        if Instant::now() > deadline {
+            break Err(format!("the connector did not finish {n} messages in time").into());
+        }
+        let text = match client.get(&metrics).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let acked = metric_sum(&text, "connector_messages_acked_total");
+        if acked >= 1.0 {
+            started.get_or_insert_with(Instant::now);
+        }
+        if acked >= n as f64 {
+            break Ok(started.map(|s| s.elapsed()).unwrap_or_default());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64().max(1e-9)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().collect();
+    let usage = "usage: kafka_throughput BOOTSTRAP GATEWAY_URL FUNCTION TRIBUTARY_BIN [MESSAGES] [CONCURRENCY] [ORDER]";
+    let bootstrap = args.get(1).ok_or(usage)?.clone();
+    let gateway = args.get(2).ok_or(usage)?.trim_end_matches('/').to_owned();
+    let function = args.get(3).ok_or(usage)?.clone();
+    let bin = args.get(4).ok_or(usage)?.clone();
+    let n: usize = args.get(5).map_or(Ok(20_000), |s| s.parse())?;
+    let concurrency: usize = args.get(6).map_or(Ok(64), |s| s.parse())?;
+    let order = args.get(7).cloned().unwrap_or_else(|| "none".to_owned());
+    let topic = "bench";
+
+    produce(&bootstrap, topic, n).await?;
+    let raw = {
+        let (b, t) = (bootstrap.clone(), topic.to_owned());
+        tokio::task::spawn_blocking(move || raw_consume(&b, &t, n)).await??
+    };
+    let http = http_load(&format!("{gateway}/function/{function}"), n, concurrency).await?;
+    let conn = connector(&bin, &bootstrap, &gateway, topic, n, concurrency, &order).await?;
+
+    let (raw_r, http_r, conn_r) = (rate(n, raw), rate(n, http), rate(n, conn));
+    let lower = raw_r.min(http_r);
+    println!("messages: {n}, concurrency: {concurrency}, order: {order}");
+    println!("(a) raw rdkafka consume        {raw_r:>10.0} msg/s");
+    println!("(b) HTTP via gateway /function {http_r:>10.0} msg/s");
+    println!("(c) connector, Kafka->function {conn_r:>10.0} msg/s");
+    println!("connector / raw consume:  {:.2}x", conn_r / raw_r);
+    println!("connector / HTTP load:    {:.2}x", conn_r / http_r);
+    println!(
+        "connector / lower of (a),(b): {:.2}x (target >= 0.70x)",
+        conn_r / lower
+    );
+    Ok(())
+}

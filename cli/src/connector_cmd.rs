@@ -10,6 +10,7 @@ use tributary_connector_sdk::{ConfigError, Connector, ControllerConfig, shutdown
 use tributary_cron::{CronConfig, CronSource, schedule};
 use tributary_kafka::{KafkaConfig, KafkaSource, Security, parse_options};
 use tributary_nats::{Credentials, Mode, NatsConfig, Tls, url_from_broker_host};
+use tributary_sqs::{SqsConfig, SqsSource};
 
 /// The connectors.
 #[derive(Debug, Subcommand)]
@@ -20,6 +21,65 @@ pub enum ConnectorCommand {
     Nats(Box<NatsArgs>),
     /// Invoke functions for records on Kafka topics (consumer group, at-least-once).
     Kafka(Box<KafkaArgs>),
+    /// Invoke functions for messages on SQS queues (long polling, at-least-once).
+    Sqs(Box<SqsArgs>),
+}
+
+/// SQS connector settings; region and credentials come from the standard AWS chain.
+#[derive(Debug, Clone, Args)]
+pub struct SqsArgs {
+    /// Shared connector settings.
+    #[command(flatten)]
+    pub common: ConnectorArgs,
+    /// Queue URL(s), comma separated.
+    #[arg(long, env = "queue_url", value_delimiter = ',')]
+    pub queue_url: Vec<String>,
+    /// Topic of each queue, comma separated in queue_url's order (default: the queue's name).
+    #[arg(long, env = "topic", value_delimiter = ',')]
+    pub topic: Vec<String>,
+    /// Long-polling wait of one receive (at most 20s).
+    #[arg(long, env = "wait_time", default_value = "20s", value_parser = parse_duration)]
+    pub wait_time: Duration,
+    /// Messages per receive (1-10).
+    #[arg(long, env = "max_messages", default_value_t = 10)]
+    pub max_messages: i32,
+    /// Visibility timeout asked on receive and renewed while a message is in the connector.
+    #[arg(long, env = "visibility_timeout", default_value = "30s", value_parser = parse_duration)]
+    pub visibility_timeout: Duration,
+    /// Queue failed messages go to; without it the queue's own redrive policy applies.
+    #[arg(long, env = "dead_letter_queue_url")]
+    pub dead_letter_queue_url: Option<String>,
+    /// AWS region (default: the standard chain, then us-east-1).
+    #[arg(long, env = "AWS_REGION")]
+    pub aws_region: Option<String>,
+    /// Endpoint override for SQS-compatible servers (e.g. http://127.0.0.1:5000).
+    #[arg(long, env = "endpoint_url")]
+    pub endpoint_url: Option<String>,
+}
+
+impl SqsArgs {
+    /// The SQS source's settings.
+    pub fn sqs_config(&self) -> SqsConfig {
+        SqsConfig {
+            queue_urls: self
+                .queue_url
+                .iter()
+                .map(|u| u.trim().to_owned())
+                .filter(|u| !u.is_empty())
+                .collect(),
+            topics: self.topic.iter().map(|t| t.trim().to_owned()).collect(),
+            wait_time: self.wait_time,
+            max_messages: self.max_messages,
+            visibility_timeout: self.visibility_timeout,
+            dead_letter_queue_url: self
+                .dead_letter_queue_url
+                .clone()
+                .filter(|u| !u.trim().is_empty()),
+            region: self.aws_region.clone().filter(|r| !r.trim().is_empty()),
+            endpoint_url: self.endpoint_url.clone().filter(|u| !u.trim().is_empty()),
+            ..SqsConfig::default()
+        }
+    }
 }
 
 /// Kafka connector settings (OpenFaaS kafka-connector names where they exist).
@@ -358,6 +418,11 @@ pub async fn run(command: ConnectorCommand) -> anyhow::Result<()> {
         ConnectorCommand::Kafka(args) => {
             let config = args.common.config()?;
             let source = KafkaSource::new(args.kafka_config()?)?;
+            tributary_connector_sdk::run(config, source, shutdown_signal()).await?;
+        }
+        ConnectorCommand::Sqs(args) => {
+            let config = args.common.config()?;
+            let source = SqsSource::connect(args.sqs_config()).await?;
             tributary_connector_sdk::run(config, source, shutdown_signal()).await?;
         }
     }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod kafka;
+pub mod sqs;
 
 /// A free TCP port on 127.0.0.1 (bound, read and released).
 pub fn free_port() -> u16 {

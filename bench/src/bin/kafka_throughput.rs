@@ -31,9 +31,13 @@ async fn produce(bootstrap: &str, topic: &str, n: usize) -> Result<(), Error> {
             async move {
                 let payload = format!("{{\"n\":{i},\"pad\":\"0123456789abcdef0123456789abcdef\"}}");
                 let p = i32::try_from(i % 3).unwrap_or(0);
-                let record: FutureRecord<'_, str, str> =
-                    FutureRecord::to(topic).payload(payload.as_str()).partition(p);
-                producer.send(record, Duration::from_secs(30)).await.is_err()
+                let record: FutureRecord<'_, str, str> = FutureRecord::to(topic)
+                    .payload(payload.as_str())
+                    .partition(p);
+                producer
+                    .send(record, Duration::from_secs(30))
+                    .await
+                    .is_err()
             }
         })
         .buffer_unordered(1000)
@@ -81,7 +85,9 @@ async fn http_load(url: &str, n: usize, concurrency: usize) -> Result<Duration, 
             let req = client
                 .post(url)
                 .header("Content-Type", "text/plain")
-                .body(format!("{{\"n\":{i},\"pad\":\"0123456789abcdef0123456789abcdef\"}}"));
+                .body(format!(
+                    "{{\"n\":{i},\"pad\":\"0123456789abcdef0123456789abcdef\"}}"
+                ));
             async move {
                 match req.send().await {
                     Ok(r) => !r.status().is_success() || r.bytes().await.is_err(),
@@ -116,7 +122,9 @@ async fn connector(
     concurrency: usize,
     order: &str,
 ) -> Result<Duration, Error> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let mut child = Command::new(bin)
         .args(["connector", "kafka"])
         .env("broker_hosts", bootstrap)

@@ -1,0 +1,165 @@
+//! SQS connector benchmark against the raw receive+delete rate of the same server, in one run:
+//! two queues get the same number of messages; one is drained by a bare client loop
+//! (ReceiveMessage of 10, DeleteMessageBatch), the other by `tributary connector sqs`
+//! invoking a mode=http function (timed from its first acknowledgement to its last delete).
+//!
+//! `sqs_throughput ENDPOINT GATEWAY_URL TRIBUTARY_BIN [MESSAGES]` (run by bench/sqs.sh).
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, SendMessageBatchRequestEntry};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+fn client(endpoint: &str) -> Client {
+    let creds = aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "bench");
+    Client::from_conf(
+        aws_sdk_sqs::config::Builder::new()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .credentials_provider(creds)
+            .endpoint_url(endpoint)
+            .build(),
+    )
+}
+
+async fn fill(c: &Client, name: &str, n: usize) -> Result<String, Error> {
+    let url = c
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await?
+        .queue_url()
+        .ok_or("no queue url")?
+        .to_owned();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(10) {
+        let entries = chunk
+            .iter()
+            .map(|i| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(format!("{{\"n\":{i}}}"))
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        c.send_message_batch()
+            .queue_url(&url)
+            .set_entries(Some(entries))
+            .send()
+            .await?;
+    }
+    Ok(url)
+}
+
+async fn raw(c: &Client, url: &str, n: usize) -> Result<Duration, Error> {
+    let started = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let got = c
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await?;
+        let entries = got
+            .messages()
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if entries.is_empty() {
+            continue;
+        }
+        done += entries.len();
+        c.delete_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await?;
+    }
+    Ok(started.elapsed())
+}
+
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn connector(
+    bin: &str,
+    endpoint: &str,
+    gateway: &str,
+    url: &str,
+    n: usize,
+) -> Result<Duration, Error> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut child = Command::new(bin)
+        .args(["connector", "sqs"])
+        .env("queue_url", url)
+        .env("topic", "bench")
+        .env("endpoint_url", endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("gateway_url", gateway)
+        .env("wait_time", "1s")
+        .env("print_response", "false")
+        .env("metrics_port", port.to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut started = None;
+    let result = loop {
+        if Instant::now() > deadline {
+            break Err("the connector did not finish in time".into());
+        }
+        let text = match http.get(&metrics).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if metric_sum(&text, "connector_messages_acked_total") >= 1.0 {
+            started.get_or_insert_with(Instant::now);
+        }
+        if metric_sum(&text, "sqs_messages_deleted_total") >= n as f64 {
+            break Ok(started.map(|s| s.elapsed()).unwrap_or_default());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().collect();
+    let usage = "usage: sqs_throughput ENDPOINT GATEWAY_URL TRIBUTARY_BIN [MESSAGES]";
+    let endpoint = args.get(1).ok_or(usage)?.clone();
+    let gateway = args.get(2).ok_or(usage)?.clone();
+    let bin = args.get(3).ok_or(usage)?.clone();
+    let n: usize = args.get(4).map_or(Ok(300), |s| s.parse())?;
+    let c = client(&endpoint);
+    let raw_url = fill(&c, "bench-raw", n).await?;
+    let conn_url = fill(&c, "bench-connector", n).await?;
+    let raw_d = raw(&c, &raw_url, n).await?;
+    let conn_d = connector(&bin, &endpoint, &gateway, &conn_url, n).await?;
+    let rate = |d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
+    println!("messages: {n} per queue");
+    println!("raw receive+delete (one client)   {:>8.1} msg/s", rate(raw_d));
+    println!("connector, SQS->function->delete {:>8.1} msg/s", rate(conn_d));
+    println!("connector / raw: {:.2}x", rate(conn_d) / rate(raw_d));
+    Ok(())
+}

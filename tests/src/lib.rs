@@ -414,6 +414,11 @@ impl ConnectorProcess {
         self.child.id()
     }
 
+    /// Waits up to `limit` until the connector has logged `needle`.
+    pub async fn wait_for_log(&self, needle: &str, limit: Duration) {
+        eventually(limit, needle, || async { self.logs().contains(needle) }).await;
+    }
+
     /// Sends SIGKILL and reaps the process.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -492,6 +497,56 @@ pub fn recorder_function(
         "envVars": env_vars,
         "annotations": { "topic": topic },
     })
+}
+
+/// The bodies a recorder function saw, in the order it served them.
+pub fn record_bodies(record_file: &Path) -> Vec<String> {
+    read_records(record_file)
+        .iter()
+        .map(|r| r["body"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// A request header (lower-case name) of one recorded request; empty when absent.
+pub fn record_header<'a>(record: &'a Value, name: &str) -> &'a str {
+    record["headers"][name].as_str().unwrap_or_default()
+}
+
+/// The kill test every at-least-once connector runs: start a connector, SIGKILL it once a
+/// third of the `n` messages reached the recorder, start another, and wait until all `n`
+/// distinct bodies arrived. Returns how many were recorded at the kill, how many deliveries
+/// were duplicates, and the restarted connector.
+pub async fn kill_mid_stream_and_restart(
+    start: impl Fn() -> ConnectorProcess,
+    record_file: &Path,
+    n: usize,
+) -> (usize, usize, ConnectorProcess) {
+    let mut first = start();
+    eventually(Duration::from_secs(90), "a third delivered", || async {
+        read_records(record_file).len() >= n / 3
+    })
+    .await;
+    first.kill();
+    let at_kill = read_records(record_file).len();
+    assert!(at_kill < n, "the kill landed after the stream ended");
+    let second = start();
+    eventually(
+        Duration::from_secs(120),
+        "every message delivered",
+        || async {
+            record_bodies(record_file)
+                .into_iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                == n
+        },
+    )
+    .await;
+    // Let the restarted connector settle before duplicates are counted.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let duplicates = record_bodies(record_file).len() - n;
+    eprintln!("killed after {at_kill} of {n}; {duplicates} duplicates");
+    (at_kill, duplicates, second)
 }
 
 /// The requests a recorder function saw, in the order it served them.

@@ -4,22 +4,14 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
 use tributary_tests::kafka::KafkaBroker;
 use tributary_tests::{
-    ConnectorProcess, GatewayProcess, eventually, free_port, metric_value, process_alive,
-    read_records, recorder_function,
+    ConnectorProcess, GatewayProcess, eventually, free_port, kill_mid_stream_and_restart,
+    metric_value, process_alive, read_records, record_bodies, record_header, recorder_function,
 };
-
-async fn wait_for_log(connector: &ConnectorProcess, needle: &str, limit: Duration) {
-    eventually(limit, needle, || async {
-        connector.logs().contains(needle)
-    })
-    .await;
-}
 
 fn start_connector(
     gw: &GatewayProcess,
@@ -35,26 +27,15 @@ fn start_connector(
     ConnectorProcess::start("kafka", &gw.base, &env)
 }
 
-fn header<'a>(r: &'a Value, name: &str) -> &'a str {
-    r["headers"][name].as_str().unwrap_or_default()
-}
-
 /// Offsets each partition's records arrived in.
 fn offsets_by_partition(records: &[Value]) -> BTreeMap<String, Vec<i64>> {
     let mut out: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for r in records {
-        out.entry(header(r, "x-kafka-partition").to_owned())
+        out.entry(record_header(r, "x-kafka-partition").to_owned())
             .or_default()
-            .push(header(r, "x-kafka-offset").parse().unwrap());
+            .push(record_header(r, "x-kafka-offset").parse().unwrap());
     }
     out
-}
-
-fn bodies(file: &Path) -> Vec<String> {
-    read_records(file)
-        .iter()
-        .map(|r| r["body"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 #[tokio::test]
@@ -70,7 +51,9 @@ async fn fans_out_follows_annotated_topics_and_passes_kafka_headers() {
         .await;
     // No `topics`: the connector subscribes to what the functions' annotations name.
     let connector = start_connector(&gw, &kafka, &[]);
-    wait_for_log(&connector, "partitions assigned", Duration::from_secs(40)).await;
+    connector
+        .wait_for_log("partitions assigned", Duration::from_secs(40))
+        .await;
 
     let producer = kafka.producer();
     kafka
@@ -109,26 +92,26 @@ async fn fans_out_follows_annotated_topics_and_passes_kafka_headers() {
             .map(|r| (r["body"].as_str().unwrap(), r))
             .collect();
         let r1 = by_body["order-1"];
-        assert_eq!(header(r1, "x-topic"), "orders");
-        assert_eq!(header(r1, "x-connector"), "kafka-connector");
-        assert_eq!(header(r1, "x-kafka-partition"), "1");
-        assert_eq!(header(r1, "x-kafka-offset"), "0");
-        assert_eq!(header(r1, "x-kafka-key"), "customer-7");
-        assert_eq!(header(r1, "x-kafka-key-enc"), "");
-        assert_eq!(header(r1, "x-kafka-trace"), "abc");
+        assert_eq!(record_header(r1, "x-topic"), "orders");
+        assert_eq!(record_header(r1, "x-connector"), "kafka-connector");
+        assert_eq!(record_header(r1, "x-kafka-partition"), "1");
+        assert_eq!(record_header(r1, "x-kafka-offset"), "0");
+        assert_eq!(record_header(r1, "x-kafka-key"), "customer-7");
+        assert_eq!(record_header(r1, "x-kafka-key-enc"), "");
+        assert_eq!(record_header(r1, "x-kafka-trace"), "abc");
         assert_eq!(
-            header(r1, "x-kafka-bin"),
+            record_header(r1, "x-kafka-bin"),
             "/wA=",
             "binary header values are base64"
         );
-        assert_eq!(header(r1, "content-type"), "text/plain");
-        let ts: i64 = header(r1, "x-kafka-timestamp").parse().unwrap();
+        assert_eq!(record_header(r1, "content-type"), "text/plain");
+        let ts: i64 = record_header(r1, "x-kafka-timestamp").parse().unwrap();
         let now = chrono::Utc::now().timestamp_millis();
         assert!((now - ts).abs() < 120_000, "timestamp {ts} is in ms");
         let r2 = by_body["order-2"];
-        assert_eq!(header(r2, "x-kafka-key"), "3q0=");
-        assert_eq!(header(r2, "x-kafka-key-enc"), "b64");
-        assert_eq!(header(by_body["order-3"], "x-kafka-key"), "");
+        assert_eq!(record_header(r2, "x-kafka-key"), "3q0=");
+        assert_eq!(record_header(r2, "x-kafka-key-enc"), "b64");
+        assert_eq!(record_header(by_body["order-3"], "x-kafka-key"), "");
     }
 
     // A new function on a new topic: the connector follows the annotation.
@@ -247,7 +230,9 @@ async fn retries_then_succeeds_and_dead_letters_with_headers() {
             ("dead_letter_topic", "jobs-dlt"),
         ],
     );
-    wait_for_log(&connector, "partitions assigned", Duration::from_secs(40)).await;
+    connector
+        .wait_for_log("partitions assigned", Duration::from_secs(40))
+        .await;
     let producer = kafka.producer();
     kafka
         .produce(
@@ -324,7 +309,9 @@ async fn without_a_dead_letter_topic_a_failing_message_holds_its_partition() {
     ))
     .await;
     let connector = start_connector(&gw, &kafka, &[("topics", "hold"), ("max_retries", "1")]);
-    wait_for_log(&connector, "partitions assigned", Duration::from_secs(40)).await;
+    connector
+        .wait_for_log("partitions assigned", Duration::from_secs(40))
+        .await;
     let producer = kafka.producer();
     for i in 0..3 {
         kafka
@@ -383,35 +370,14 @@ async fn sigkill_mid_stream_then_restart_delivers_everything() {
         ("max_inflight", inflight.as_str()),
         ("print_response", "false"),
     ];
-    let mut first = start_connector(&gw, &kafka, &env);
-    eventually(Duration::from_secs(90), "a third delivered", || async {
-        read_records(&file).len() >= N / 3
-    })
-    .await;
-    first.kill();
-    let at_kill = read_records(&file).len();
-    assert!(at_kill < N, "the kill landed after the stream ended");
-
-    let second = start_connector(&gw, &kafka, &env);
-    eventually(
-        Duration::from_secs(120),
-        "every message delivered",
-        || async { bodies(&file).into_iter().collect::<BTreeSet<_>>().len() == N },
-    )
-    .await;
-    // Let the restarted connector settle, then count duplicates.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let all = bodies(&file);
-    let distinct: BTreeSet<_> = all.iter().collect();
-    assert_eq!(distinct.len(), N);
-    let duplicates = all.len() - N;
+    let (at_kill, duplicates, second) =
+        kill_mid_stream_and_restart(|| start_connector(&gw, &kafka, &env), &file, N).await;
     // Redelivered: what was in flight at the kill, plus what finished in the last commit
     // interval (a few ms) before it.
     assert!(
         duplicates <= 2 * MAX_INFLIGHT,
         "{duplicates} duplicates (killed at {at_kill})"
     );
-    eprintln!("killed after {at_kill} of {N}; {duplicates} duplicates");
     drop(second);
 }
 
@@ -431,9 +397,11 @@ async fn two_connectors_in_one_group_share_partitions() {
         ("print_response", "false"),
     ];
     let a = start_connector(&gw, &kafka, &env);
-    wait_for_log(&a, "partitions assigned", Duration::from_secs(40)).await;
+    a.wait_for_log("partitions assigned", Duration::from_secs(40))
+        .await;
     let b = start_connector(&gw, &kafka, &env);
-    wait_for_log(&b, "partitions assigned", Duration::from_secs(60)).await;
+    b.wait_for_log("partitions assigned", Duration::from_secs(60))
+        .await;
     // Settled: together the two own all three partitions, each at least one.
     eventually(
         Duration::from_secs(60),
@@ -446,7 +414,11 @@ async fn two_connectors_in_one_group_share_partitions() {
     .await;
     kafka.produce_many("shared", 3, "p", N).await;
     eventually(Duration::from_secs(60), "everything delivered", || async {
-        bodies(&file).into_iter().collect::<BTreeSet<_>>().len() == N
+        record_bodies(&file)
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+            .len()
+            == N
     })
     .await;
     let consumed = |m: &str| -> f64 {
@@ -461,7 +433,11 @@ async fn two_connectors_in_one_group_share_partitions() {
     };
     let (ma, mb) = (a.metrics().await, b.metrics().await);
     assert!(consumed(&ma) > 0.0 && consumed(&mb) > 0.0, "both consumed");
-    assert_eq!(bodies(&file).len(), N, "exactly once when no one fails");
+    assert_eq!(
+        record_bodies(&file).len(),
+        N,
+        "exactly once when no one fails"
+    );
 }
 
 /// How many partitions the last "partitions assigned" line of a log names.
@@ -495,12 +471,12 @@ async fn an_unreachable_broker_is_reported_and_retried_until_it_comes_up() {
             ),
         ],
     );
-    wait_for_log(
-        &connector,
-        "cannot reach the Kafka brokers (broker_hosts); retrying",
-        Duration::from_secs(30),
-    )
-    .await;
+    connector
+        .wait_for_log(
+            "cannot reach the Kafka brokers (broker_hosts); retrying",
+            Duration::from_secs(30),
+        )
+        .await;
     assert!(connector.logs().contains(&bootstrap));
     assert!(
         process_alive(connector.pid()),
@@ -509,8 +485,12 @@ async fn an_unreachable_broker_is_reported_and_retried_until_it_comes_up() {
 
     let kafka = KafkaBroker::start_on(port, &[]);
     kafka.create_topic("late", 3);
-    wait_for_log(&connector, "connected to Kafka", Duration::from_secs(60)).await;
-    wait_for_log(&connector, "partitions assigned", Duration::from_secs(60)).await;
+    connector
+        .wait_for_log("connected to Kafka", Duration::from_secs(60))
+        .await;
+    connector
+        .wait_for_log("partitions assigned", Duration::from_secs(60))
+        .await;
     kafka.produce_many("late", 3, "l", 3).await;
     eventually(
         Duration::from_secs(30),

@@ -102,7 +102,9 @@ async fn connector(
     url: &str,
     n: usize,
 ) -> Result<Duration, Error> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let mut child = Command::new(bin)
         .args(["connector", "sqs"])
         .env("queue_url", url)
@@ -158,8 +160,14 @@ async fn main() -> Result<(), Error> {
     let conn_d = connector(&bin, &endpoint, &gateway, &conn_url, n).await?;
     let rate = |d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
     println!("messages: {n} per queue");
-    println!("raw receive+delete (one client)   {:>8.1} msg/s", rate(raw_d));
-    println!("connector, SQS->function->delete {:>8.1} msg/s", rate(conn_d));
+    println!(
+        "raw receive+delete (one client)   {:>8.1} msg/s",
+        rate(raw_d)
+    );
+    println!(
+        "connector, SQS->function->delete {:>8.1} msg/s",
+        rate(conn_d)
+    );
     println!("connector / raw: {:.2}x", rate(conn_d) / rate(raw_d));
     Ok(())
 }

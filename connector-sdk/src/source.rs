@@ -60,6 +60,35 @@ pub struct DeadLetter {
     pub failures: Vec<FailedInvocation>,
 }
 
+impl DeadLetter {
+    fn join(&self, sep: &str, f: impl Fn(&FailedInvocation) -> String) -> String {
+        self.failures.iter().map(f).collect::<Vec<_>>().join(sep)
+    }
+
+    /// The failed functions, comma-separated (for dead-letter headers and attributes).
+    pub fn functions(&self) -> String {
+        self.join(",", |x| x.function.clone())
+    }
+
+    /// Their last HTTP statuses (`none` when there was no answer), comma-separated.
+    pub fn statuses(&self) -> String {
+        self.join(",", |x| {
+            x.status
+                .map_or_else(|| "none".to_owned(), |s| s.to_string())
+        })
+    }
+
+    /// Attempts made per function, comma-separated.
+    pub fn attempts(&self) -> String {
+        self.join(",", |x| x.attempts.to_string())
+    }
+
+    /// `function: last error` per function, `; `-separated.
+    pub fn errors(&self) -> String {
+        self.join("; ", |x| format!("{}: {}", x.function, x.error))
+    }
+}
+
 impl std::fmt::Display for DeadLetter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "topic {:?}:", self.topic)?;

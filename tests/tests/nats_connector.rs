@@ -8,7 +8,8 @@ use std::time::Duration;
 use async_nats::jetstream;
 use futures::StreamExt;
 use tributary_tests::{
-    ConnectorProcess, GatewayProcess, NatsServer, eventually, read_records, recorder_function,
+    ConnectorProcess, GatewayProcess, NatsServer, eventually, kill_mid_stream_and_restart,
+    read_records, recorder_function,
 };
 
 async fn wait_for_log(connector: &ConnectorProcess, needle: &str) {
@@ -162,31 +163,11 @@ async fn jetstream_delivers_every_message_across_a_sigkill() {
             .await
             .unwrap();
     }
-    let bodies = || -> BTreeSet<String> {
-        read_records(&record)
-            .iter()
-            .map(|r| r["body"].as_str().unwrap().to_owned())
-            .collect()
-    };
-    let mut connector = jetstream_connector(&nats, &gw, &[]);
-    eventually(Duration::from_secs(30), "a third delivered", || async {
-        bodies().len() >= n / 3
-    })
-    .await;
-    connector.kill();
-    let before = bodies().len();
-    assert!(before < n, "killed mid-stream ({before} of {n})");
-    let _connector = jetstream_connector(&nats, &gw, &[]);
-    eventually(
-        Duration::from_secs(60),
-        "every message delivered",
-        || async { bodies().len() == n },
-    )
-    .await;
-    let calls = read_records(&record).len();
+    let (_, duplicates, _connector) =
+        kill_mid_stream_and_restart(|| jetstream_connector(&nats, &gw, &[]), &record, n).await;
     assert!(
-        calls <= n + 8,
-        "{calls} calls for {n} messages: duplicates stay within max_inflight (8)"
+        duplicates <= 8,
+        "{duplicates} duplicates for {n} messages: duplicates stay within max_inflight (8)"
     );
 }
 

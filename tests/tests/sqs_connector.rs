@@ -160,6 +160,61 @@ async fn a_failing_message_comes_back_after_the_backoff_then_is_dead_lettered() 
 }
 
 #[tokio::test]
+async fn without_a_dead_letter_queue_a_failed_message_stays_for_the_redrive_policy() {
+    let sqs = MotoServer::start();
+    let jobs = sqs.create_queue("kept").await;
+    let gw = GatewayProcess::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kept.jsonl");
+    gw.deploy_ok(recorder_function(
+        "kept",
+        "kept",
+        &file,
+        &[("ALWAYS_STATUS", "400")],
+    ))
+    .await;
+    let connector = start_connector(
+        &gw,
+        &sqs,
+        &[("queue_url", jobs.as_str()), ("visibility_timeout", "2s")],
+    );
+    connector
+        .wait_for_log("receiving", Duration::from_secs(30))
+        .await;
+    sqs.send(&jobs, "keep-me", &[], None).await;
+    // A permanent failure with nowhere to dead-letter: not deleted, so SQS delivers it again
+    // once its visibility timeout ends (and would redrive it after maxReceiveCount).
+    eventually(
+        Duration::from_secs(30),
+        "delivered a second time",
+        || async { read_records(&file).len() >= 2 },
+    )
+    .await;
+    let counts: Vec<String> = read_records(&file)
+        .iter()
+        .map(|r| record_header(r, "x-sqs-receive-count").to_owned())
+        .collect();
+    assert_eq!(&counts[..2], ["1", "2"]);
+    assert!(
+        sqs.depth(&jobs).await >= 1,
+        "the message is still in its queue"
+    );
+    assert!(
+        connector
+            .logs()
+            .contains("left in its queue for the queue's redrive policy")
+    );
+    let m = connector.metrics().await;
+    assert_eq!(
+        metric_value(
+            &m,
+            &format!("sqs_messages_deleted_total{{queue=\"{jobs}\"}}")
+        ),
+        0.0
+    );
+}
+
+#[tokio::test]
 async fn a_long_call_is_not_delivered_twice() {
     let sqs = MotoServer::start();
     let slow = sqs.create_queue("slow").await;

@@ -9,7 +9,7 @@
 //! `kafka_throughput BOOTSTRAP GATEWAY_URL FUNCTION TRIBUTARY_BIN [MESSAGES] [CONCURRENCY] [ORDER]`
 //! (run by bench/kafka.sh).
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -17,7 +17,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
+use tributary_bench::{Error, free_port, rate, time_connector};
 
 async fn produce(bootstrap: &str, topic: &str, n: usize) -> Result<(), Error> {
     let producer: FutureProducer = ClientConfig::new()
@@ -105,13 +105,6 @@ async fn http_load(url: &str, n: usize, concurrency: usize) -> Result<Duration, 
     Ok(started.elapsed())
 }
 
-fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// (c) The connector, timed from its first to its last acknowledgement.
 async fn connector(
     bin: &str,
@@ -122,54 +115,21 @@ async fn connector(
     concurrency: usize,
     order: &str,
 ) -> Result<Duration, Error> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut child = Command::new(bin)
-        .args(["connector", "kafka"])
+    let port = free_port()?;
+    let mut cmd = Command::new(bin);
+    cmd.args(["connector", "kafka"])
         .env("broker_hosts", bootstrap)
         .env("gateway_url", gateway)
         .env("topics", topic)
         .env("group", format!("bench-{order}-{}", std::process::id()))
         .env("order", order)
         .env("max_inflight", concurrency.to_string())
-        .env("print_response", "false")
         .env("metrics_port", port.to_string())
         .env(
             "kafka_options",
             "session.timeout.ms=6000,heartbeat.interval.ms=500,fetch.wait.max.ms=10",
-        )
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()?;
-    let metrics = format!("http://127.0.0.1:{port}/metrics");
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let mut started = None;
-    let result = loop {
-        if Instant::now() > deadline {
-            break Err(format!("the connector did not finish {n} messages in time").into());
-        }
-        let text = match client.get(&metrics).send().await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        let acked = metric_sum(&text, "connector_messages_acked_total");
-        if acked >= 1.0 {
-            started.get_or_insert_with(Instant::now);
-        }
-        if acked >= n as f64 {
-            break Ok(started.map(|s| s.elapsed()).unwrap_or_default());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    let _ = child.kill();
-    let _ = child.wait();
-    result
-}
-
-fn rate(n: usize, d: Duration) -> f64 {
-    n as f64 / d.as_secs_f64().max(1e-9)
+        );
+    time_connector(cmd, port, "connector_messages_acked_total", n).await
 }
 
 #[tokio::main]

@@ -5,13 +5,13 @@
 //!
 //! `sqs_throughput ENDPOINT GATEWAY_URL TRIBUTARY_BIN [MESSAGES]` (run by bench/sqs.sh).
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, SendMessageBatchRequestEntry};
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
+use tributary_bench::{Error, free_port, rate, time_connector};
 
 fn client(endpoint: &str) -> Client {
     let creds = aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "bench");
@@ -88,13 +88,7 @@ async fn raw(c: &Client, url: &str, n: usize) -> Result<Duration, Error> {
     Ok(started.elapsed())
 }
 
-fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
+/// The connector, timed from its first acknowledgement to its last delete.
 async fn connector(
     bin: &str,
     endpoint: &str,
@@ -102,11 +96,9 @@ async fn connector(
     url: &str,
     n: usize,
 ) -> Result<Duration, Error> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut child = Command::new(bin)
-        .args(["connector", "sqs"])
+    let port = free_port()?;
+    let mut cmd = Command::new(bin);
+    cmd.args(["connector", "sqs"])
         .env("queue_url", url)
         .env("topic", "bench")
         .env("endpoint_url", endpoint)
@@ -115,34 +107,8 @@ async fn connector(
         .env("AWS_REGION", "us-east-1")
         .env("gateway_url", gateway)
         .env("wait_time", "1s")
-        .env("print_response", "false")
-        .env("metrics_port", port.to_string())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()?;
-    let metrics = format!("http://127.0.0.1:{port}/metrics");
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let mut started = None;
-    let result = loop {
-        if Instant::now() > deadline {
-            break Err("the connector did not finish in time".into());
-        }
-        let text = match http.get(&metrics).send().await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        if metric_sum(&text, "connector_messages_acked_total") >= 1.0 {
-            started.get_or_insert_with(Instant::now);
-        }
-        if metric_sum(&text, "sqs_messages_deleted_total") >= n as f64 {
-            break Ok(started.map(|s| s.elapsed()).unwrap_or_default());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    let _ = child.kill();
-    let _ = child.wait();
-    result
+        .env("metrics_port", port.to_string());
+    time_connector(cmd, port, "sqs_messages_deleted_total", n).await
 }
 
 #[tokio::main]
@@ -158,7 +124,7 @@ async fn main() -> Result<(), Error> {
     let conn_url = fill(&c, "bench-connector", n).await?;
     let raw_d = raw(&c, &raw_url, n).await?;
     let conn_d = connector(&bin, &endpoint, &gateway, &conn_url, n).await?;
-    let rate = |d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
+    let rate = |d: Duration| rate(n, d);
     println!("messages: {n} per queue");
     println!(
         "raw receive+delete (one client)   {:>8.1} msg/s",

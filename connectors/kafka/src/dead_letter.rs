@@ -74,21 +74,8 @@ impl DeadLetters {
         partition: i32,
         offset: i64,
     ) -> bool {
-        let join = |f: &dyn Fn(&tributary_connector_sdk::FailedInvocation) -> String| {
-            letter.failures.iter().map(f).collect::<Vec<_>>().join(",")
-        };
-        let function = join(&|x| x.function.clone());
-        let status = join(&|x| {
-            x.status
-                .map_or_else(|| "none".to_owned(), |s| s.to_string())
-        });
-        let attempts = join(&|x| x.attempts.to_string());
-        let error = letter
-            .failures
-            .iter()
-            .map(|x| format!("{}: {}", x.function, x.error))
-            .collect::<Vec<_>>()
-            .join("; ");
+        let (function, status) = (letter.functions(), letter.statuses());
+        let (attempts, error) = (letter.attempts(), letter.errors());
         let (partition_s, offset_s) = (partition.to_string(), offset.to_string());
         let mut wait = Duration::from_millis(200);
         loop {

@@ -61,14 +61,10 @@ impl KafkaMetrics {
             .inc();
     }
 
-    pub(crate) fn committed(&self, topic: &str, partition: i32, offset: i64, high: Option<i64>) {
-        let p = partition.to_string();
-        self.committed.with_label_values(&[topic, &p]).set(offset);
-        if let Some(high) = high {
-            self.lag
-                .with_label_values(&[topic, &p])
-                .set((high - offset).max(0));
-        }
+    pub(crate) fn committed(&self, topic: &str, partition: i32, offset: i64) {
+        self.committed
+            .with_label_values(&[topic, &partition.to_string()])
+            .set(offset);
     }
 
     pub(crate) fn lag(&self, topic: &str, partition: i32, lag: i64) {

@@ -114,6 +114,28 @@ impl Tracker {
             .collect()
     }
 
+    /// Waits until `pending` (messages still in flight, of some partitions) is zero or
+    /// `deadline` passes; returns the guard and what is still pending.
+    fn wait_settled<'a>(
+        &'a self,
+        mut s: MutexGuard<'a, TrackerState>,
+        deadline: Instant,
+        pending: impl Fn(&TrackerState) -> usize,
+    ) -> (MutexGuard<'a, TrackerState>, usize) {
+        loop {
+            let n = pending(&s);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if n == 0 || left.is_zero() {
+                return (s, n);
+            }
+            s = self
+                .changed
+                .wait_timeout(s, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
     /// Stops taking messages of `partitions`, waits up to `grace` for their in-flight messages
     /// to become final, then forgets them. Returns the commit point of each (to commit before
     /// the partition is released) and how many messages were still in flight.
@@ -129,25 +151,13 @@ impl Tracker {
                 p.revoked = true;
             }
         }
-        let pending = |s: &TrackerState| {
+        let (mut s, unfinished) = self.wait_settled(s, deadline, |s| {
             partitions
                 .iter()
                 .filter_map(|k| s.partitions.get(k))
                 .map(|p| p.in_flight.len())
-                .sum::<usize>()
-        };
-        while pending(&s) > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            s = self
-                .changed
-                .wait_timeout(s, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        let unfinished = pending(&s);
+                .sum()
+        });
         let points = partitions
             .iter()
             .filter_map(|k| {
@@ -158,32 +168,14 @@ impl Tracker {
         (points, unfinished)
     }
 
-    /// Messages in flight across every partition.
-    pub fn in_flight(&self) -> usize {
-        self.lock()
-            .partitions
-            .values()
-            .map(|p| p.in_flight.len())
-            .sum()
-    }
-
     /// Waits up to `grace` for every in-flight message to become final; returns how many are
-    /// still in flight.
+    /// still in flight (`Duration::ZERO` just counts them).
     pub fn drain(&self, grace: Duration) -> usize {
         let deadline = Instant::now() + grace;
-        let mut s = self.lock();
-        loop {
-            let n: usize = s.partitions.values().map(|p| p.in_flight.len()).sum();
-            let left = deadline.saturating_duration_since(Instant::now());
-            if n == 0 || left.is_zero() {
-                return n;
-            }
-            s = self
-                .changed
-                .wait_timeout(s, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        self.wait_settled(self.lock(), deadline, |s| {
+            s.partitions.values().map(|p| p.in_flight.len()).sum()
+        })
+        .1
     }
 }
 
@@ -224,9 +216,9 @@ mod tests {
         let new = t.assign(p(1));
         t.take(&p(1), 5);
         t.finish(&p(1), old, 5);
-        assert_eq!(t.in_flight(), 1);
+        assert_eq!(t.drain(Duration::ZERO), 1);
         t.finish(&p(1), new, 5);
-        assert_eq!(t.in_flight(), 0);
+        assert_eq!(t.drain(Duration::ZERO), 0);
         assert_eq!(t.commit_points(), vec![(p(1), 6)]);
     }
 

@@ -212,7 +212,7 @@ impl ConsumerContext for Hooks {
             match commit(consumer, &points, CommitMode::Sync) {
                 Ok(()) => {
                     for ((topic, partition), offset) in &points {
-                        self.metrics.committed(topic, *partition, *offset, None);
+                        self.metrics.committed(topic, *partition, *offset);
                     }
                 }
                 Err(e) => {
@@ -288,21 +288,25 @@ impl ConsumerLoop {
         if !self.wait_for_brokers(&cancel) {
             return Ok(());
         }
+        // With no `topics`, follow the topic map: re-read only when it changes, not per poll.
         let follow = self.config.topics.is_empty();
         let mut changes = self.ctx.topic_changes();
-        let mut subscribed = Vec::new();
+        let mut subscribed = if follow {
+            changes.borrow_and_update().topics()
+        } else {
+            self.config.topics.clone()
+        };
+        self.subscribe(&subscribed)?;
         let result = loop {
             if cancel.is_cancelled() {
                 break Ok(());
             }
-            let wanted = if follow {
-                changes.borrow_and_update().topics()
-            } else {
-                self.config.topics.clone()
-            };
-            if wanted != subscribed {
-                self.subscribe(&wanted)?;
-                subscribed = wanted;
+            if follow && changes.has_changed().unwrap_or(false) {
+                let wanted = changes.borrow_and_update().topics();
+                if wanted != subscribed {
+                    self.subscribe(&wanted)?;
+                    subscribed = wanted;
+                }
             }
             if let Err(Closed) = self.wait_for_room() {
                 break Ok(());
@@ -490,7 +494,7 @@ impl ConsumerLoop {
         match commit(&self.consumer, &due, mode) {
             Ok(()) => {
                 for ((topic, partition), offset) in &due {
-                    self.metrics.committed(topic, *partition, *offset, None);
+                    self.metrics.committed(topic, *partition, *offset);
                 }
             }
             Err(e) => {

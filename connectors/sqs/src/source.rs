@@ -479,25 +479,10 @@ impl SqsAck {
 
     /// Sends the message to the dead-letter queue; `false` if that failed.
     async fn send_dead_letter(&self, dlq: &DeadLetterQueue, letter: &DeadLetter) -> bool {
-        let join = |f: &dyn Fn(&tributary_connector_sdk::FailedInvocation) -> String, sep: &str| {
-            letter.failures.iter().map(f).collect::<Vec<_>>().join(sep)
-        };
         let ours = [
-            (attributes::FUNCTION, join(&|x| x.function.clone(), ",")),
-            (
-                attributes::STATUS,
-                join(
-                    &|x| {
-                        x.status
-                            .map_or_else(|| "none".to_owned(), |s| s.to_string())
-                    },
-                    ",",
-                ),
-            ),
-            (
-                attributes::ERROR,
-                join(&|x| format!("{}: {}", x.function, x.error), "; "),
-            ),
+            (attributes::FUNCTION, letter.functions()),
+            (attributes::STATUS, letter.statuses()),
+            (attributes::ERROR, letter.errors()),
             (attributes::RECEIVE_COUNT, self.receive_count.to_string()),
             (attributes::QUEUE_URL, self.queue.url.clone()),
             (attributes::MESSAGE_ID, self.message_id.clone()),

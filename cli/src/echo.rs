@@ -60,8 +60,9 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Incoming>, Infallible
     Ok(response)
 }
 
-/// Serves the echo function until killed.
+/// Serves the echo function until SIGINT/SIGTERM.
 pub async fn run(args: EchoArgs) -> anyhow::Result<()> {
+    let cancel = tributary_core::shutdown_signal();
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", args.port))
         .await
         .with_context(|| format!("echo: cannot listen on port {}", args.port))?;
@@ -71,7 +72,11 @@ pub async fn run(args: EchoArgs) -> anyhow::Result<()> {
         "echo function listening"
     );
     loop {
-        let (stream, _) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = cancel.cancelled() => return Ok(()),
+        };
+        let (stream, _) = match accepted {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");

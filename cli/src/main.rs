@@ -5,10 +5,13 @@ mod echo;
 mod gateway_cmd;
 mod logging;
 mod queue_cmd;
+#[cfg(test)]
+mod settings_doc;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use tributary_core::Chain;
 
 /// Tributary turns events into function calls on an OpenFaaS-compatible gateway.
 #[derive(Debug, Parser)]
@@ -37,8 +40,28 @@ enum Command {
     Echo(echo::EchoArgs),
 }
 
+/// Parses the command line and the environment. Env vars set but empty (as Helm charts and
+/// shells often leave them) count as unset; a bad value from an env var is named by its variable.
+fn parse() -> Cli {
+    let command = tributary_core::settings::ignore_empty_env(Cli::command());
+    let parsed = command
+        .clone()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m));
+    match parsed {
+        Ok(cli) => cli,
+        Err(e) => match tributary_core::settings::env_error(&e, &command) {
+            Some(message) => {
+                eprintln!("error: {message}");
+                std::process::exit(2);
+            }
+            None => e.exit(),
+        },
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     logging::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -62,8 +85,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
+            let message = Chain(e.as_ref()).to_string();
+            tracing::error!("{message}");
+            eprintln!("error: {message}");
             ExitCode::FAILURE
         }
     }

@@ -4,9 +4,14 @@
 //! the rest: it builds a topic map from the gateway's `topic` annotations and rebuilds it every
 //! `rebuild_interval`; invokes every function subscribed to a message's topic (fan-out), with
 //! bounded concurrency and backpressure, in order per key when asked; retries connection errors
-//! and 408/429/500/502/503/504 with exponential backoff, full jitter and `Retry-After`; and calls
-//! the message's [`Acknowledge`] handle only once every function's outcome is final (`ack`),
-//! exhausted (`dead_letter`) or interrupted by shutdown (`nack`).
+//! and 408/429/500/502/503/504 with exponential backoff, full jitter and `Retry-After` (per
+//! function, the OpenFaaS annotations `com.openfaas.retry.attempts|codes|min_wait|max_wait`
+//! override the connector's settings); and calls the message's [`Acknowledge`] handle only once
+//! every function's outcome is final (`ack`), exhausted (`dead_letter`) or interrupted by shutdown
+//! (`nack`). A handle dropped unsettled nacks.
+//!
+//! With the `test-util` feature, [`test_util`] starts a real gateway with a recording function,
+//! so a connector's tests can assert what the functions received (see `tests/stdin_example.rs`).
 //!
 //! A complete connector that sends each line of stdin to the functions subscribed to `lines`:
 //!
@@ -39,19 +44,27 @@
 //! }
 //! ```
 
+pub mod ack;
 pub mod config;
+mod dispatch;
 pub mod invoker;
+pub mod message;
 pub mod metrics;
 pub mod runtime;
 pub mod source;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 pub mod topic_map;
 
+pub use ack::{Acknowledge, NoAck};
 pub use config::{ConfigError, ControllerConfig, ControllerConfigBuilder};
-pub use invoker::{Delivery, InvocationOutcome, RETRYABLE_STATUS};
+pub use invoker::{Delivery, InvocationOutcome};
+pub use message::{DeadLetter, DirectCall, FailedInvocation, Message};
 pub use metrics::ConnectorMetrics;
-pub use runtime::{Connector, ConnectorError, ResponseSubscriber, run, shutdown_signal};
-pub use source::{
-    Acknowledge, Closed, DeadLetter, DeliveryOrder, FailedInvocation, Message, NoAck, RetryPolicy,
-    Source, SourceContext, SourceError,
-};
-pub use topic_map::{Controller, FunctionInfo, SyncError, TopicMap};
+pub use runtime::{Connector, ConnectorError, ResponseSubscriber, run};
+pub use source::{Closed, DeliveryOrder, RetryPolicy, Source, SourceContext, SourceError};
+pub use topic_map::{TopicMap, TopicMapSync};
+pub use tributary_core::client::ClientError;
+pub use tributary_core::model::FunctionStatus;
+pub use tributary_core::retry::{RETRYABLE_STATUS, RetrySettings};
+pub use tributary_core::shutdown_signal;

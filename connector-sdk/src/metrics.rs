@@ -2,12 +2,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prometheus::core::Collector;
-use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
-};
+use prometheus::{Gauge, HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry};
 use tokio_util::sync::CancellationToken;
+use tributary_core::metrics::{Registrar, render, serve};
 
 /// Every metric the runtime keeps, in one registry sources can add to.
 #[derive(Clone)]
@@ -27,10 +24,6 @@ pub struct ConnectorMetrics {
     topic_map_errors: IntCounter,
 }
 
-fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition")
-}
-
 impl Default for ConnectorMetrics {
     fn default() -> Self {
         Self::new()
@@ -38,97 +31,74 @@ impl Default for ConnectorMetrics {
 }
 
 impl ConnectorMetrics {
-    /// Creates and registers every metric.
+    /// Every metric, in a registry of their own.
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let m = Self {
-            received: counter(
+        Self::register(&Registry::new()).expect("metric names are unique in a new registry")
+    }
+
+    /// Every metric, registered in `registry` (e.g. the gateway's, for its queue worker); fails
+    /// if the registry already has them.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let r = Registrar(registry);
+        Ok(Self {
+            received: r.counter_vec(
                 "connector_messages_received_total",
                 "Messages received from the source",
                 &["topic"],
-            ),
-            acked: counter(
+            )?,
+            acked: r.counter_vec(
                 "connector_messages_acked_total",
                 "Messages acknowledged after every function succeeded",
                 &["topic"],
-            ),
-            nacked: counter(
+            )?,
+            nacked: r.counter_vec(
                 "connector_messages_nacked_total",
                 "Messages handed back to the source for redelivery",
                 &["topic"],
-            ),
-            dead_lettered: counter(
+            )?,
+            dead_lettered: r.counter_vec(
                 "connector_messages_dead_lettered_total",
                 "Messages dead-lettered",
                 &["topic"],
-            ),
-            unrouted: counter(
+            )?,
+            unrouted: r.counter_vec(
                 "connector_messages_unrouted_total",
                 "Messages acknowledged because no function subscribes to their topic",
                 &["topic"],
-            ),
-            invocations: counter(
+            )?,
+            invocations: r.counter_vec(
                 "connector_invocations_total",
                 "Function invocations by final status code (0: no answer)",
                 &["function", "code"],
-            ),
-            latency: HistogramVec::new(
-                HistogramOpts::new(
-                    "connector_invocation_seconds",
-                    "Time of one function call attempt",
-                )
-                .buckets(vec![
-                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                    30.0, 60.0,
-                ]),
+            )?,
+            latency: r.latency_vec(
+                "connector_invocation_seconds",
+                "Time of one function call attempt",
                 &["function"],
-            )
-            .expect("static metric definition"),
-            retries: counter(
+            )?,
+            retries: r.counter_vec(
                 "connector_retries_total",
                 "Retried function calls",
                 &["function"],
-            ),
-            inflight: IntGauge::new(
+            )?,
+            inflight: r.int_gauge(
                 "connector_inflight_messages",
                 "Messages in the runtime (queued or being delivered)",
-            )
-            .expect("static metric definition"),
-            topic_map_size: IntGauge::new(
+            )?,
+            topic_map_size: r.int_gauge(
                 "connector_topic_map_size",
                 "Topic-function pairs in the topic map",
-            )
-            .expect("static metric definition"),
-            topic_map_rebuilt: Gauge::new(
+            )?,
+            topic_map_rebuilt: r.gauge(
                 "connector_topic_map_last_rebuild_timestamp_seconds",
                 "Unix time of the last successful topic map rebuild",
-            )
-            .expect("static metric definition"),
-            topic_map_errors: IntCounter::new(
+            )?,
+            topic_map_errors: r.counter(
                 "connector_topic_map_rebuild_errors_total",
                 "Failed topic map rebuilds",
-            )
-            .expect("static metric definition"),
-            registry,
-        };
-        let collectors: Vec<Box<dyn Collector>> = vec![
-            Box::new(m.received.clone()),
-            Box::new(m.acked.clone()),
-            Box::new(m.nacked.clone()),
-            Box::new(m.dead_lettered.clone()),
-            Box::new(m.unrouted.clone()),
-            Box::new(m.invocations.clone()),
-            Box::new(m.latency.clone()),
-            Box::new(m.retries.clone()),
-            Box::new(m.inflight.clone()),
-            Box::new(m.topic_map_size.clone()),
-            Box::new(m.topic_map_rebuilt.clone()),
-            Box::new(m.topic_map_errors.clone()),
-        ];
-        for c in collectors {
-            m.registry.register(c).expect("metric names are unique");
-        }
-        m
+            )?,
+            registry: registry.clone(),
+        })
     }
 
     /// The registry, for source-specific metrics.
@@ -202,42 +172,4 @@ impl ConnectorMetrics {
     ) -> std::io::Result<()> {
         serve(self.registry, listener, cancel).await
     }
-}
-
-/// Renders every metric of `registry` in the Prometheus text format.
-pub fn render(registry: &Registry) -> String {
-    let mut out = Vec::new();
-    if let Err(e) = TextEncoder::new().encode(&registry.gather(), &mut out) {
-        tracing::error!(error = %e, "encoding metrics failed");
-    }
-    String::from_utf8(out).unwrap_or_default()
-}
-
-/// Serves `registry` on `/metrics` (and `/healthz`) on `listener` until `cancel` fires.
-pub async fn serve(
-    registry: Registry,
-    listener: tokio::net::TcpListener,
-    cancel: CancellationToken,
-) -> std::io::Result<()> {
-    tracing::info!(addr = %listener.local_addr()?, "metrics listening on /metrics");
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            axum::routing::get(move || {
-                let text = render(&registry);
-                async move {
-                    (
-                        [(
-                            http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        text,
-                    )
-                }
-            }),
-        )
-        .route("/healthz", axum::routing::get(|| async { "OK\n" }));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
 }

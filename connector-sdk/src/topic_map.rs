@@ -1,122 +1,56 @@
-//! The topic map (topic → functions) and the controller that rebuilds it from the gateway.
+//! The topic map (topic → functions) and [`TopicMapSync`], which rebuilds it from the gateway.
 //!
-//! The controller lists `/system/namespaces`, then `/system/functions?namespace=` for each, reads
-//! every function's `topic` annotation and swaps in a new map atomically. When the gateway is
-//! down or refuses the credentials it keeps the last good map, logs, and tries again next interval.
+//! The sync lists `/system/namespaces`, then `/system/functions?namespace=` for each, reads every
+//! function's `topic` annotation and swaps in a new map atomically. When the gateway is down or
+//! refuses the credentials it keeps the last good map, logs, and tries again next interval.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tributary_core::Chain;
+use tributary_core::client::{ClientError, GatewayClient};
+use tributary_core::model::{DEFAULT_NAMESPACE, FunctionStatus, split_address};
 
 use crate::config::ControllerConfig;
 use crate::metrics::ConnectorMetrics;
 
-/// The namespace whose functions are addressed by bare name.
-pub const DEFAULT_NAMESPACE: &str = "openfaas-fn";
-/// The annotation naming a function's topics.
-pub const TOPIC_ANNOTATION: &str = "topic";
-
-/// Why the topic map could not be rebuilt.
-#[derive(Debug, thiserror::Error)]
-pub enum SyncError {
-    /// The gateway could not be reached.
-    #[error("gateway {url} is unreachable: {reason}")]
-    Unreachable {
-        /// What was requested.
-        url: String,
-        /// The connection error.
-        reason: String,
-    },
-    /// The gateway refused the credentials.
-    #[error(
-        "gateway {url} answered 401 Unauthorized: set basic_auth=true and put basic-auth-user and basic-auth-password in secret_mount_path"
-    )]
-    Unauthorized {
-        /// What was requested.
-        url: String,
-    },
-    /// The gateway answered something else than 200.
-    #[error("gateway {url} answered {status}: {body}")]
-    Status {
-        /// What was requested.
-        url: String,
-        /// The status code.
-        status: u16,
-        /// The start of the body.
-        body: String,
-    },
-    /// The gateway's JSON could not be read.
-    #[error("gateway {url} sent JSON that cannot be read: {reason}")]
-    BadJson {
-        /// What was requested.
-        url: String,
-        /// The parse error.
-        reason: String,
-    },
-    /// Basic-auth credentials could not be read.
-    #[error("basic_auth is on but {0}")]
-    Credentials(#[from] crate::config::SecretError),
-}
-
-/// A function as the connector sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct FunctionInfo {
-    /// Its name.
-    pub name: String,
-    /// Its namespace.
-    #[serde(default)]
-    pub namespace: String,
-    /// Its annotations.
-    #[serde(default)]
-    pub annotations: Option<BTreeMap<String, String>>,
-}
-
-impl FunctionInfo {
-    /// How to address it on `/function/`: `name`, or `name.namespace` outside `openfaas-fn`.
-    pub fn address(&self) -> String {
-        if self.namespace.is_empty() || self.namespace == DEFAULT_NAMESPACE {
-            self.name.clone()
-        } else {
-            format!("{}.{}", self.name, self.namespace)
-        }
-    }
-
-    /// One annotation's value.
-    pub fn annotation(&self, key: &str) -> Option<&str> {
-        self.annotations.as_ref()?.get(key).map(String::as_str)
-    }
-
-    /// The topics in the `topic` annotation, split on `delimiter` and trimmed.
-    pub fn topics(&self, delimiter: &str) -> Vec<String> {
-        self.annotation(TOPIC_ANNOTATION)
-            .map(|t| {
-                t.split(delimiter)
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
+/// How long one `/system` call of a rebuild may take.
+const LIST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Topic → function addresses, plus every function seen.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// The map keeps what functions declare (spec, labels, annotations), not their runtime counters
+/// (replicas, invocations), so it only changes when a deploy, update or removal changes it.
+#[derive(Debug, Clone, Default)]
 pub struct TopicMap {
-    functions: Vec<FunctionInfo>,
+    functions: Vec<FunctionStatus>,
     by_topic: HashMap<String, Vec<String>>,
+    by_name: HashMap<(String, String), usize>,
+}
+
+impl PartialEq for TopicMap {
+    fn eq(&self, other: &Self) -> bool {
+        self.functions == other.functions && self.by_topic == other.by_topic
+    }
 }
 
 impl TopicMap {
     /// Builds the map from functions, splitting `topic` annotations on `delimiter`.
-    pub fn build(mut functions: Vec<FunctionInfo>, delimiter: &str) -> Self {
+    pub fn build(mut functions: Vec<FunctionStatus>, delimiter: &str) -> Self {
         functions.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         let mut by_topic: HashMap<String, Vec<String>> = HashMap::new();
-        for f in &functions {
+        let mut by_name = HashMap::new();
+        for (i, f) in functions.iter_mut().enumerate() {
+            if f.namespace.is_empty() {
+                f.namespace = DEFAULT_NAMESPACE.to_owned();
+            }
+            f.invocation_count = 0.0;
+            f.replicas = 0;
+            f.available_replicas = 0;
+            by_name.insert((f.namespace.clone(), f.name.clone()), i);
             for topic in f.topics(delimiter) {
                 let entry = by_topic.entry(topic).or_default();
                 let address = f.address();
@@ -128,12 +62,21 @@ impl TopicMap {
         Self {
             functions,
             by_topic,
+            by_name,
         }
     }
 
     /// The functions subscribed to `topic`.
     pub fn functions_for(&self, topic: &str) -> &[String] {
         self.by_topic.get(topic).map_or(&[], Vec::as_slice)
+    }
+
+    /// The function at `address` (`name` or `name.namespace`), if the gateway listed it.
+    pub fn function(&self, address: &str) -> Option<&FunctionStatus> {
+        let (name, namespace) = split_address(address);
+        self.by_name
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .map(|&i| &self.functions[i])
     }
 
     /// Every topic some function subscribes to, sorted.
@@ -144,7 +87,7 @@ impl TopicMap {
     }
 
     /// Every function the gateway listed.
-    pub fn functions(&self) -> &[FunctionInfo] {
+    pub fn functions(&self) -> &[FunctionStatus] {
         &self.functions
     }
 
@@ -161,30 +104,26 @@ impl TopicMap {
 
 /// Keeps the topic map in step with the gateway.
 #[derive(Clone)]
-pub struct Controller {
-    config: Arc<ControllerConfig>,
-    client: reqwest::Client,
+pub struct TopicMapSync {
+    client: GatewayClient,
+    delimiter: String,
+    rebuild_interval: Duration,
     map: watch::Sender<Arc<TopicMap>>,
     metrics: ConnectorMetrics,
+    last_refresh: Arc<tokio::sync::Mutex<Option<Instant>>>,
 }
 
-impl Controller {
-    /// A controller with an empty map; call [`Controller::sync`] to fill it.
-    pub fn new(config: Arc<ControllerConfig>, metrics: ConnectorMetrics) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .user_agent(concat!(
-                "tributary-connector-sdk/",
-                env!("CARGO_PKG_VERSION")
-            ))
-            .build()
-            .unwrap_or_default();
-        Self {
-            config,
-            client,
+impl TopicMapSync {
+    /// A sync with an empty map; call [`TopicMapSync::sync`] to fill it.
+    pub fn new(config: &ControllerConfig, metrics: ConnectorMetrics) -> Result<Self, ClientError> {
+        Ok(Self {
+            client: GatewayClient::new(&config.gateway_url, config.client_auth(), LIST_TIMEOUT)?,
+            delimiter: config.topic_delimiter.clone(),
+            rebuild_interval: config.rebuild_interval,
             map: watch::channel(Arc::new(TopicMap::default())).0,
             metrics,
-        }
+            last_refresh: Arc::default(),
+        })
     }
 
     /// The current map.
@@ -197,56 +136,8 @@ impl Controller {
         self.map.subscribe()
     }
 
-    fn credentials(&self) -> Result<Option<(String, String)>, SyncError> {
-        if !self.config.basic_auth {
-            return Ok(None);
-        }
-        Ok(Some(crate::config::read_basic_auth(
-            &self.config.secret_mount_path,
-        )?))
-    }
-
-    async fn get_json<T: serde::de::DeserializeOwned>(
-        &self,
-        path: &str,
-        credentials: &Option<(String, String)>,
-    ) -> Result<Option<T>, SyncError> {
-        let url = format!("{}{path}", self.config.gateway_url);
-        let mut request = self.client.get(&url);
-        if let Some((user, password)) = credentials {
-            request = request.basic_auth(user, Some(password));
-        }
-        let response = request.send().await.map_err(|e| SyncError::Unreachable {
-            url: url.clone(),
-            reason: crate::invoker::error_chain(&e),
-        })?;
-        match response.status().as_u16() {
-            200 => {}
-            404 => return Ok(None),
-            401 => return Err(SyncError::Unauthorized { url }),
-            status => {
-                let body = response.text().await.unwrap_or_default();
-                return Err(SyncError::Status {
-                    url,
-                    status,
-                    body: body.chars().take(200).collect(),
-                });
-            }
-        }
-        let bytes = response.bytes().await.map_err(|e| SyncError::Unreachable {
-            url: url.clone(),
-            reason: e.to_string(),
-        })?;
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| SyncError::BadJson {
-                url,
-                reason: e.to_string(),
-            })
-    }
-
     /// Lists namespaces and functions once and swaps in the new map.
-    pub async fn sync(&self) -> Result<Arc<TopicMap>, SyncError> {
+    pub async fn sync(&self) -> Result<Arc<TopicMap>, ClientError> {
         let result = self.fetch().await;
         match &result {
             Ok(map) => {
@@ -266,44 +157,38 @@ impl Controller {
         result
     }
 
-    async fn fetch(&self) -> Result<Arc<TopicMap>, SyncError> {
-        let credentials = self.credentials()?;
+    /// Syncs now unless a refresh happened within `min_age` (for a message naming a function
+    /// the map does not know yet, e.g. one deployed since the last rebuild).
+    pub async fn refresh(&self, min_age: Duration) {
+        let mut last = self.last_refresh.lock().await;
+        if last.is_some_and(|t| t.elapsed() < min_age) {
+            return;
+        }
+        *last = Some(Instant::now());
+        if let Err(e) = self.sync().await {
+            tracing::debug!(error = %Chain(&e), "cannot refresh the topic map");
+        }
+    }
+
+    async fn fetch(&self) -> Result<Arc<TopicMap>, ClientError> {
         // Gateways without namespace support answer 404: then there is only the default.
-        let namespaces: Vec<String> = self
-            .get_json("/system/namespaces", &credentials)
-            .await?
-            .unwrap_or_default();
-        let namespaces = if namespaces.is_empty() {
-            vec![String::new()]
+        let namespaces = self.client.namespaces().await?.unwrap_or_default();
+        let namespaces: Vec<Option<String>> = if namespaces.is_empty() {
+            vec![None]
         } else {
-            namespaces
+            namespaces.into_iter().map(Some).collect()
         };
         let mut functions = Vec::new();
         for ns in namespaces {
-            let path = if ns.is_empty() {
-                "/system/functions".to_owned()
-            } else {
-                format!("/system/functions?namespace={ns}")
-            };
-            let listed: Vec<FunctionInfo> = self
-                .get_json(&path, &credentials)
-                .await?
-                .unwrap_or_default();
+            let listed = self.client.functions(ns.as_deref()).await?;
             functions.extend(listed.into_iter().map(|mut f| {
                 if f.namespace.is_empty() {
-                    f.namespace = if ns.is_empty() {
-                        DEFAULT_NAMESPACE.to_owned()
-                    } else {
-                        ns.clone()
-                    };
+                    f.namespace = ns.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
                 }
                 f
             }));
         }
-        Ok(Arc::new(TopicMap::build(
-            functions,
-            &self.config.topic_delimiter,
-        )))
+        Ok(Arc::new(TopicMap::build(functions, &self.delimiter)))
     }
 
     /// Syncs until one sync succeeds (backing off from 250 ms to `rebuild_interval`), or until
@@ -321,14 +206,14 @@ impl Controller {
                     return true;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?wait, "cannot build the topic map yet; no messages are taken until it is built");
+                    tracing::warn!(error = %Chain(&e), retry_in = ?wait, "cannot build the topic map yet; no messages are taken until it is built");
                 }
             }
             tokio::select! {
                 _ = cancel.cancelled() => return false,
                 _ = tokio::time::sleep(wait) => {}
             }
-            wait = (wait * 2).min(self.config.rebuild_interval);
+            wait = (wait * 2).min(self.rebuild_interval);
         }
     }
 
@@ -339,7 +224,7 @@ impl Controller {
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(self.config.rebuild_interval) => {}
+                _ = tokio::time::sleep(self.rebuild_interval) => {}
             }
             match self.sync().await {
                 Ok(map) => {
@@ -351,7 +236,7 @@ impl Controller {
                 }
                 Err(e) => {
                     failing = true;
-                    tracing::warn!(error = %e, "topic map rebuild failed; keeping the last good map");
+                    tracing::warn!(error = %Chain(&e), "topic map rebuild failed; keeping the last good map");
                 }
             }
         }
@@ -361,13 +246,16 @@ impl Controller {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+    use tributary_core::model::TOPIC_ANNOTATION;
 
-    fn f(name: &str, ns: &str, topic: Option<&str>) -> FunctionInfo {
-        FunctionInfo {
+    fn f(name: &str, ns: &str, topic: Option<&str>) -> FunctionStatus {
+        FunctionStatus {
             name: name.into(),
             namespace: ns.into(),
             annotations: topic
                 .map(|t| BTreeMap::from([(TOPIC_ANNOTATION.to_owned(), t.to_owned())])),
+            ..FunctionStatus::default()
         }
     }
 
@@ -388,6 +276,22 @@ mod tests {
         assert_eq!(map.topics(), ["payments", "refunds"]);
         assert_eq!(map.len(), 3);
         assert_eq!(map.functions().len(), 4);
+        assert_eq!(map.function("b.team-b").map(|f| f.name.as_str()), Some("b"));
+        assert_eq!(
+            map.function("c.openfaas-fn").map(|f| f.name.as_str()),
+            Some("c")
+        );
+        assert!(map.function("b").is_none());
+    }
+
+    #[test]
+    fn runtime_counters_do_not_change_the_map() {
+        let mut busy = f("a", DEFAULT_NAMESPACE, Some("t"));
+        busy.invocation_count = 42.0;
+        busy.replicas = 3;
+        let a = TopicMap::build(vec![busy], ",");
+        let b = TopicMap::build(vec![f("a", "", Some("t"))], ",");
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -9,13 +9,13 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use subtle::ConstantTimeEq;
-use tributary_connector_sdk::config::{SecretError, read_basic_auth};
+use tributary_core::auth::{BasicAuth, SecretError};
 
 /// Errors loading credentials.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// A secret file could not be used.
-    #[error("basic_auth is on but {0}")]
+    #[error("basic_auth is on but its credentials cannot be read")]
     Secret(#[from] SecretError),
 }
 
@@ -45,8 +45,8 @@ impl Credentials {
     }
 
     /// Reads `basic-auth-user` and `basic-auth-password` from `dir`, trimming trailing whitespace.
-    pub fn from_secret_mount(dir: &Path) -> Result<Self, AuthError> {
-        let (user, password) = read_basic_auth(dir)?;
+    pub async fn from_secret_mount(dir: &Path) -> Result<Self, AuthError> {
+        let BasicAuth { user, password } = BasicAuth::read(dir).await?;
         Ok(Self { user, password })
     }
 
@@ -122,14 +122,23 @@ mod tests {
         assert!(!c.matches_header(b"Basic !!!notbase64"));
     }
 
-    #[test]
-    fn reads_secret_mount_and_reports_missing_files() {
+    #[tokio::test]
+    async fn reads_secret_mount_and_reports_missing_files() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let err = Credentials::from_secret_mount(dir.path()).expect_err("missing");
-        assert!(err.to_string().contains("basic-auth-user"), "{err}");
+        let err = Credentials::from_secret_mount(dir.path())
+            .await
+            .expect_err("missing");
+        assert!(
+            tributary_core::Chain(&err)
+                .to_string()
+                .contains("basic-auth-user"),
+            "{err}"
+        );
         std::fs::write(dir.path().join("basic-auth-user"), "admin\n").expect("write");
         std::fs::write(dir.path().join("basic-auth-password"), "pw\n").expect("write");
-        let c = Credentials::from_secret_mount(dir.path()).expect("reads");
+        let c = Credentials::from_secret_mount(dir.path())
+            .await
+            .expect("reads");
         assert!(c.matches_header(header("admin", "pw").as_bytes()));
         assert!(!format!("{c:?}").contains("pw\""));
     }

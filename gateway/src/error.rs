@@ -2,6 +2,8 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use tributary_core::Chain;
+use tributary_core::queue::{BoxError, QueueError};
 
 /// Everything that can go wrong in the gateway, each with a message a user can act on.
 #[derive(Debug, thiserror::Error)]
@@ -59,20 +61,63 @@ pub enum GatewayError {
         /// The timeout in seconds.
         timeout_secs: f64,
     },
-    /// The function could not be reached or failed.
-    #[error("function {name:?} failed: {reason}")]
+    /// The function could not be reached, or the connection to it broke.
+    #[error("function {name:?} could not be reached")]
     Upstream {
         /// Function name.
         name: String,
         /// What happened.
-        reason: String,
+        #[source]
+        source: BoxError,
     },
-    /// An internal failure (I/O, spawning).
-    #[error("{0}")]
-    Internal(String),
+    /// A fork-mode function's command could not be started.
+    #[error("function {name:?}: could not start {program:?}")]
+    Spawn {
+        /// Function name.
+        name: String,
+        /// The command.
+        program: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gateway has no async queue.
+    #[error(
+        "asynchronous invocation needs a queue: run the gateway with the embedded queue (queue_path) or nats_url"
+    )]
+    NoQueue,
+    /// The async queue failed to store or list requests.
+    #[error("the asynchronous queue failed")]
+    Queue(#[source] QueueError),
+    /// An internal failure.
+    #[error("{what}")]
+    Internal {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl From<QueueError> for GatewayError {
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::TooLarge { limit, .. } => Self::PayloadTooLarge { limit },
+            e => Self::Queue(e),
+        }
+    }
 }
 
 impl GatewayError {
+    /// An internal failure while doing `what`.
+    pub fn internal(what: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Internal {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+
     /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -80,10 +125,12 @@ impl GatewayError {
             Self::AlreadyExists { .. } => StatusCode::CONFLICT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::StartFailed { .. } | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::StartFailed { .. } | Self::NoQueue | Self::Queue(_) | Self::Internal { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             Self::NoReplicas { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Self::Upstream { .. } | Self::Spawn { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 }
@@ -91,8 +138,9 @@ impl GatewayError {
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let text = Chain(&self).to_string();
         if status.is_server_error() {
-            tracing::warn!(%status, error = %self, "request failed");
+            tracing::warn!(%status, error = %text, "request failed");
         }
         (
             status,
@@ -100,7 +148,7 @@ impl IntoResponse for GatewayError {
                 axum::http::header::CONTENT_TYPE,
                 "text/plain; charset=utf-8",
             )],
-            format!("{self}\n"),
+            format!("{text}\n"),
         )
             .into_response()
     }

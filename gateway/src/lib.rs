@@ -1,6 +1,7 @@
 //! An OpenFaaS-compatible gateway: the REST API, a reverse proxy to functions, pluggable
 //! [`Provider`]s (the embedded [`LocalProvider`] runs functions as local processes), basic
-//! auth and Prometheus metrics with OpenFaaS names.
+//! auth, Prometheus metrics with OpenFaaS names, and `/async-function` into any
+//! [`AsyncQueue`](tributary_core::queue::AsyncQueue).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -9,9 +10,10 @@
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let cancel = CancellationToken::new();
-//! let provider = Arc::new(LocalProvider::new(LocalConfig::default(), cancel.child_token()));
-//! let gateway = Gateway::new(GatewayConfig::default(), provider)?;
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! let config = GatewayConfig::default();
+//! let provider = Arc::new(LocalProvider::new(LocalConfig::default(), &config, cancel.child_token()));
+//! let listener = tokio::net::TcpListener::bind(config.listen_addr()).await?;
+//! let gateway = Gateway::new(config, provider).await?;
 //! gateway.serve(listener, cancel).await?;
 //! # Ok(()) }
 //! ```
@@ -21,22 +23,23 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod metrics;
-pub mod model;
 pub mod provider;
 pub mod proxy;
-pub mod queue;
 pub mod stack;
 
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tributary_core::queue::AsyncQueue;
 
 pub use auth::{AuthError, Credentials};
 pub use config::GatewayConfig;
 pub use error::GatewayError;
 pub use metrics::Metrics;
 pub use provider::{LocalConfig, LocalProvider, Provider};
+/// The OpenFaaS REST API types.
+pub use tributary_core::model;
 
 /// A configured gateway, ready to serve.
 pub struct Gateway {
@@ -44,16 +47,19 @@ pub struct Gateway {
     provider: Arc<dyn Provider>,
     metrics: Metrics,
     credentials: Option<Arc<Credentials>>,
-    queue: Option<Arc<dyn queue::Queue>>,
+    queue: Option<Arc<dyn AsyncQueue>>,
 }
 
 impl Gateway {
     /// Builds a gateway; reads basic-auth credentials when `basic_auth` is on.
-    pub fn new(config: GatewayConfig, provider: Arc<dyn Provider>) -> Result<Self, AuthError> {
-        let credentials = if config.basic_auth {
-            Some(Arc::new(Credentials::from_secret_mount(
-                &config.secret_mount_path,
-            )?))
+    pub async fn new(
+        config: GatewayConfig,
+        provider: Arc<dyn Provider>,
+    ) -> Result<Self, AuthError> {
+        let credentials = if config.auth.basic_auth {
+            Some(Arc::new(
+                Credentials::from_secret_mount(&config.auth.secret_mount_path).await?,
+            ))
         } else {
             None
         };
@@ -67,7 +73,7 @@ impl Gateway {
     }
 
     /// Accepts `/async-function` requests into `queue`.
-    pub fn with_queue(mut self, queue: Arc<dyn queue::Queue>) -> Self {
+    pub fn with_queue(mut self, queue: Arc<dyn AsyncQueue>) -> Self {
         self.queue = Some(queue);
         self
     }

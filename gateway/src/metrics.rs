@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
 };
+use tributary_core::metrics::Registrar;
 
 /// The gateway's metrics, registered in their own registry.
 #[derive(Clone)]
@@ -104,71 +104,53 @@ impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let invocation_total = IntCounterVec::new(
-            Opts::new(
-                "gateway_function_invocation_total",
-                "Function invocations by function and status code",
-            ),
-            &["function_name", "code"],
-        )
-        .expect("static metric definition");
-        let functions_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "gateway_functions_seconds",
-                "Function invocation time taken",
-            )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-                60.0,
-            ]),
-            &["function_name", "code"],
-        )
-        .expect("static metric definition");
-        let invocation_started = IntCounterVec::new(
-            Opts::new(
-                "gateway_function_invocation_started",
-                "Function invocations started",
-            ),
-            &["function_name"],
-        )
-        .expect("static metric definition");
-        let inflight = IntGaugeVec::new(
-            Opts::new(
-                "gateway_function_invocation_inflight",
-                "Function invocations in flight",
-            ),
-            &["function_name"],
-        )
-        .expect("static metric definition");
-        let service_count = IntGaugeVec::new(
-            Opts::new("gateway_service_count", "Desired replicas per function"),
-            &["function_name"],
-        )
-        .expect("static metric definition");
-        let queue_depth = IntGauge::new(
-            "gateway_queue_depth",
-            "Asynchronous requests waiting or in flight",
-        )
-        .expect("static metric definition");
-        for c in [
-            Box::new(queue_depth.clone()) as Box<dyn Collector>,
-            Box::new(invocation_total.clone()),
-            Box::new(functions_seconds.clone()),
-            Box::new(invocation_started.clone()),
-            Box::new(inflight.clone()),
-            Box::new(service_count.clone()),
-        ] {
-            registry.register(c).expect("metric names are unique");
-        }
+        let r = Registrar(&registry);
+        let labels = &["function_name", "code"];
+        let fresh = "metric names are unique in a new registry";
         Self {
-            registry,
-            invocation_total,
-            functions_seconds,
-            invocation_started,
-            inflight,
-            service_count,
-            queue_depth,
+            invocation_total: r
+                .counter_vec(
+                    "gateway_function_invocation_total",
+                    "Function invocations by function and status code",
+                    labels,
+                )
+                .expect(fresh),
+            functions_seconds: r
+                .latency_vec(
+                    "gateway_functions_seconds",
+                    "Function invocation time taken",
+                    labels,
+                )
+                .expect(fresh),
+            invocation_started: r
+                .counter_vec(
+                    "gateway_function_invocation_started",
+                    "Function invocations started",
+                    &["function_name"],
+                )
+                .expect(fresh),
+            inflight: r
+                .int_gauge_vec(
+                    "gateway_function_invocation_inflight",
+                    "Function invocations in flight",
+                    &["function_name"],
+                )
+                .expect(fresh),
+            service_count: r
+                .int_gauge_vec(
+                    "gateway_service_count",
+                    "Desired replicas per function",
+                    &["function_name"],
+                )
+                .expect(fresh),
+            queue_depth: r
+                .int_gauge(
+                    "gateway_queue_depth",
+                    "Asynchronous requests waiting or in flight",
+                )
+                .expect(fresh),
             handles: Arc::default(),
+            registry,
         }
     }
 
@@ -245,7 +227,7 @@ impl Metrics {
 
     /// Renders every metric in the Prometheus text format.
     pub fn render(&self) -> String {
-        tributary_connector_sdk::metrics::render(&self.registry)
+        tributary_core::metrics::render(&self.registry)
     }
 }
 

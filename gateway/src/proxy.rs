@@ -12,25 +12,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use tributary_core::http::HOP_BY_HOP;
+
 use crate::error::GatewayError;
-
-/// Headers that apply to one connection only (RFC 9110 7.6.1) and are never forwarded, stored
-/// or replayed.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-/// Whether a (lower-case) header name is hop-by-hop.
-pub(crate) fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.contains(&name)
-}
 
 /// Forwards requests to `host:port` upstreams with a timeout on the response head.
 #[derive(Clone)]
@@ -81,7 +65,7 @@ impl HttpProxy {
                 }
                 return Err(GatewayError::Upstream {
                     name: function.to_owned(),
-                    reason: error_chain(&e),
+                    source: Box::new(e),
                 });
             }
             Err(_) => {
@@ -122,16 +106,4 @@ pub(crate) fn is_length_limit(error: &(dyn StdError + 'static)) -> bool {
         current = e.source();
     }
     false
-}
-
-/// Joins an error and its causes into one line.
-pub(crate) fn error_chain(error: &(dyn StdError + 'static)) -> String {
-    let mut out = error.to_string();
-    let mut current = error.source();
-    while let Some(e) = current {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        current = e.source();
-    }
-    out
 }

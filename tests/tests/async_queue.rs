@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tributary_tests::{
     CallbackServer, GatewayOptions, GatewayProcess, NatsServer, eventually, free_port,
-    read_records, recorder_function, tributary_bin, workspace_root,
+    read_records, recorder_function, tributary_bin,
 };
 
 /// Where queued requests live for one test.
@@ -285,7 +285,7 @@ async fn dead_letters_after_the_retry_limit() {
 
 /// A stack file with the recorder as `slow`, so a restarted gateway has it deployed before it answers.
 fn slow_stack(dir: &Path, record: &Path, delay_ms: u32) -> PathBuf {
-    let script = workspace_root().join("tests/fixtures/recorder.py");
+    let script = tributary_tests::recorder_script();
     let stack = dir.join("stack.yml");
     std::fs::write(
         &stack,

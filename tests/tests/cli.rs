@@ -176,7 +176,7 @@ fn bad_config_is_rejected_before_serving() {
 async fn up_runs_the_cron_connector_on_its_functions() {
     let dir = tempfile::tempdir().unwrap();
     let record = dir.path().join("ticks.jsonl");
-    let script = workspace_root().join("tests/fixtures/recorder.py");
+    let script = tributary_tests::recorder_script();
     let stack = dir.path().join("stack.yml");
     std::fs::write(
         &stack,

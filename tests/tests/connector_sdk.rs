@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tributary_connector_sdk::{
-    Connector, ConnectorMetrics, Controller, DeliveryOrder, InvocationOutcome, run,
+    Connector, ConnectorMetrics, DeliveryOrder, InvocationOutcome, TopicMapSync, run,
 };
 use tributary_tests::sdk::{AckEvent, channel_source, test_config};
 use tributary_tests::{
@@ -33,8 +33,8 @@ async fn topic_map_is_built_from_annotations_across_namespaces() {
     for d in [a, b, c] {
         gw.deploy_ok(d).await;
     }
-    let config = Arc::new(test_config(&gw.base).build().unwrap());
-    let controller = Controller::new(config, ConnectorMetrics::new());
+    let config = test_config(&gw.base).build().unwrap();
+    let controller = TopicMapSync::new(&config, ConnectorMetrics::new()).unwrap();
     let map = controller.sync().await.unwrap();
     assert_eq!(map.functions_for("payments"), ["a", "b.team-b"]);
     assert_eq!(map.functions_for("refunds"), ["a"]);
@@ -358,7 +358,7 @@ fn recorder_stack(
     topic: &str,
     record_file: &std::path::Path,
 ) -> std::path::PathBuf {
-    let script = tributary_tests::workspace_root().join("tests/fixtures/recorder.py");
+    let script = tributary_tests::recorder_script();
     let stack = dir.path().join("stack.yml");
     std::fs::write(
         &stack,
@@ -465,13 +465,21 @@ async fn graceful_shutdown_loses_nothing() {
     cancel.cancel();
     runtime.await.unwrap().unwrap();
 
+    // Every message gets exactly one final word, also those the runtime never took: they are
+    // nacked when the source drops them unsent.
     let mut outcome: HashMap<String, AckEvent> = HashMap::new();
-    while let Ok((id, e)) = feed.acks.try_recv() {
+    for (id, e) in feed.events(40, Duration::from_secs(10)).await {
         assert!(
             outcome.insert(id.clone(), e).is_none(),
             "{id} acknowledged twice"
         );
     }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), feed.acks.recv())
+            .await
+            .is_err(),
+        "one acknowledgement per message"
+    );
     let delivered: Vec<String> = read_records(&f)
         .iter()
         .map(|r| r["body"].as_str().unwrap().to_owned())
@@ -492,8 +500,8 @@ async fn graceful_shutdown_loses_nothing() {
         "{outcome:?}"
     );
     // Every message the runtime took got exactly one final word: acked after delivery, or
-    // handed back for redelivery. A send refused at shutdown is handed back too; the rest
-    // were never taken from the source.
+    // handed back for redelivery. The others (a send refused at shutdown, messages never taken
+    // from the source) were nacked without reaching the runtime.
     let text = metrics.render();
     let received = metric_value(&text, r#"connector_messages_received_total{topic="work"}"#);
     let acked_metric = metric_value(&text, r#"connector_messages_acked_total{topic="work"}"#);
@@ -501,15 +509,16 @@ async fn graceful_shutdown_loses_nothing() {
     assert_eq!(acked_metric, acked.len() as f64, "{text}");
     assert_eq!(received, acked_metric + nacked_metric, "{text}");
     let nack_events = outcome.values().filter(|e| **e == AckEvent::Nack).count() as f64;
-    assert!(
-        nack_events >= nacked_metric && nack_events <= nacked_metric + 1.0,
+    assert_eq!(
+        nack_events,
+        nacked_metric + (40.0 - received),
         "{outcome:?}"
     );
     assert!(
         received >= 6.0,
         "the runtime had taken up to max_inflight messages: {received}"
     );
-    assert!(outcome.len() < 40, "shutdown stopped taking messages");
+    assert!(received < 40.0, "shutdown stopped taking messages");
     assert!(text.contains("connector_inflight_messages 0"), "{text}");
 }
 
@@ -536,8 +545,9 @@ async fn basic_auth_credentials_are_sent_to_the_gateway() {
     assert_eq!(r.status(), 202);
 
     // Without credentials the controller reports 401 clearly.
-    let config = Arc::new(test_config(&gw.base).build().unwrap());
-    let err = Controller::new(config, ConnectorMetrics::new())
+    let config = test_config(&gw.base).build().unwrap();
+    let err = TopicMapSync::new(&config, ConnectorMetrics::new())
+        .unwrap()
         .sync()
         .await
         .unwrap_err();
@@ -546,14 +556,13 @@ async fn basic_auth_credentials_are_sent_to_the_gateway() {
         "{err}"
     );
 
-    let config = Arc::new(
-        test_config(&gw.base)
-            .basic_auth(true)
-            .secret_mount_path(secrets.path().to_owned())
-            .build()
-            .unwrap(),
-    );
-    let map = Controller::new(config, ConnectorMetrics::new())
+    let config = test_config(&gw.base)
+        .basic_auth(true)
+        .secret_mount_path(secrets.path().to_owned())
+        .build()
+        .unwrap();
+    let map = TopicMapSync::new(&config, ConnectorMetrics::new())
+        .unwrap()
         .sync()
         .await
         .unwrap();
@@ -592,55 +601,6 @@ async fn metrics_are_served_on_the_metrics_port() {
     }
     cancel.cancel();
     runtime.await.unwrap().unwrap();
-}
-
-#[tokio::test]
-async fn stdin_example_connector_delivers_every_line() {
-    let gw = GatewayProcess::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let f = record_file(&dir, "lines");
-    gw.deploy_ok(recorder_function("lines", "lines", &f, &[]))
-        .await;
-    let example = tributary_tests::tributary_bin()
-        .parent()
-        .unwrap()
-        .join("examples/stdin");
-    assert!(
-        example.exists(),
-        "{} is built by cargo test",
-        example.display()
-    );
-    let mut child = std::process::Command::new(example)
-        .env("gateway_url", &gw.base)
-        .env("metrics_port", "0")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        for i in 0..25 {
-            writeln!(stdin, "line {i}").unwrap();
-        }
-    }
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut bodies: Vec<String> = read_records(&f)
-        .iter()
-        .map(|r| r["body"].as_str().unwrap().to_owned())
-        .collect();
-    bodies.sort_by_key(|b| b[5..].parse::<u32>().unwrap());
-    let expected: Vec<String> = (0..25).map(|i| format!("line {i}")).collect();
-    assert_eq!(bodies, expected);
 }
 
 #[tokio::test]
@@ -700,4 +660,76 @@ async fn a_taken_metrics_port_is_a_clear_error() {
         msg.contains(&port.to_string()) && msg.contains("metrics_port"),
         "{msg}"
     );
+}
+
+#[tokio::test]
+async fn a_panicking_response_subscriber_nacks_its_message_and_the_connector_goes_on() {
+    let gw = GatewayProcess::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let f = record_file(&dir, "steady");
+    gw.deploy_ok(recorder_function(
+        "steady",
+        "events",
+        &f,
+        &[("DELAY_MS", "10")],
+    ))
+    .await;
+    let (source, mut feed) = channel_source(DeliveryOrder::PerKey);
+    let cancel = CancellationToken::new();
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    // User code with a bug: every 10th outcome it sees, it panics.
+    let connector = Connector::new(test_config(&gw.base).max_inflight(8usize).build().unwrap())
+        .with_subscriber(move |_: &InvocationOutcome| {
+            if counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 10 == 9 {
+                panic!("a response subscriber bug (on purpose, in a test)");
+            }
+        });
+    let metrics = connector.metrics().clone();
+    let runtime = tokio::spawn(connector.run(source, cancel.clone()));
+    // Four keys: a panic that stranded its key would stop every later message of that key;
+    // one that kept its permit would, after 8 panics, stop everything (max_inflight 8).
+    let n = 200;
+    for i in 0..n {
+        let m = feed
+            .redelivered("events", &format!("m{i:03}"))
+            .with_key(format!("k{}", i % 4));
+        feed.tx.send(m).await.unwrap();
+    }
+    let mut acked = std::collections::HashSet::new();
+    let mut nacks: HashMap<String, usize> = HashMap::new();
+    while acked.len() < n {
+        let (id, event) = tokio::time::timeout(Duration::from_secs(60), feed.acks.recv())
+            .await
+            .unwrap_or_else(|_| panic!("stalled after {} of {n} acks", acked.len()))
+            .unwrap();
+        match event {
+            AckEvent::Ack => assert!(acked.insert(id.clone()), "{id} acked twice"),
+            AckEvent::Nack => *nacks.entry(id).or_default() += 1,
+            AckEvent::DeadLetter(l) => panic!("nothing fails here: {l}"),
+        }
+    }
+    // Each panic nacked exactly its own message, which came back and was delivered again.
+    let panics = calls.load(std::sync::atomic::Ordering::SeqCst) / 10;
+    assert!(panics >= n / 10, "{panics} panics");
+    assert_eq!(nacks.values().sum::<usize>(), panics);
+    let deliveries = read_records(&f);
+    for i in 0..n {
+        let id = format!("m{i:03}");
+        let times = deliveries.iter().filter(|r| r["body"] == id).count();
+        assert_eq!(
+            times,
+            1 + nacks.get(&id).copied().unwrap_or(0),
+            "{id}: delivered once, plus once per nack"
+        );
+    }
+    assert!(!runtime.is_finished(), "the connector keeps running");
+    let text = metrics.render();
+    assert!(text.contains("connector_inflight_messages 0"), "{text}");
+    assert_eq!(
+        metric_value(&text, r#"connector_messages_nacked_total{topic="events"}"#),
+        panics as f64
+    );
+    cancel.cancel();
+    runtime.await.unwrap().unwrap();
 }

@@ -211,7 +211,8 @@ fn bad_connector_config_fails_fast() {
         .env("gateway_url", "gateway:8080")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    // A value that does not parse is a usage error (2, as for the gateway), naming the variable.
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("gateway_url") && err.contains("http://"),
@@ -228,6 +229,10 @@ fn bad_connector_config_fails_fast() {
         .env("metrics_port", "0")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Nowhere/Special"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid cron_timezone=") && err.contains("Nowhere/Special"),
+        "{err}"
+    );
 }

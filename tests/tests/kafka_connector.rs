@@ -502,11 +502,13 @@ async fn an_unreachable_broker_is_reported_and_retried_until_it_comes_up() {
 
 #[tokio::test]
 async fn bad_settings_exit_with_a_clear_error() {
-    for (env, needle) in [
-        (("initial_offset", "middle"), "initial_offset must be"),
-        (("broker_hosts", "no-port"), "has no port"),
-        (("sasl_mechanism", "GSSAPI"), "sasl_mechanism must be"),
-        (("kafka_options", "nonsense"), "not `key=value`"),
+    // A value that does not parse is a usage error (2); settings that parse but do not work
+    // together fail at start (1).
+    for (env, needle, code) in [
+        (("initial_offset", "middle"), "initial_offset must be", 2),
+        (("broker_hosts", "no-port"), "has no port", 1),
+        (("sasl_mechanism", "GSSAPI"), "sasl_mechanism must be", 2),
+        (("kafka_options", "nonsense"), "not `key=value`", 2),
     ] {
         let out = std::process::Command::new(tributary_tests::tributary_bin())
             .args(["connector", "kafka"])
@@ -522,9 +524,90 @@ async fn bad_settings_exit_with_a_clear_error() {
             .env("metrics_port", "0")
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(1), "{env:?}");
+        assert_eq!(out.status.code(), Some(code), "{env:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(needle), "{env:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handed_back_message_is_read_again_and_commits_go_on() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio_util::sync::CancellationToken;
+    use tributary_connector_sdk::{Connector, InvocationOutcome};
+    use tributary_kafka::{KafkaConfig, KafkaSource};
+
+    let kafka = KafkaBroker::start();
+    kafka.create_topic("rewind", 3);
+    let gw = GatewayProcess::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rewind.jsonl");
+    gw.deploy_ok(recorder_function("rewound", "rewind", &file, &[]))
+        .await;
+    let n = 60;
+    kafka.produce_many("rewind", 3, "r", n).await;
+    let env = kafka.connector_env();
+    let config: KafkaConfig = tributary_core::settings::from_lookup(|k| {
+        env.iter().find(|(e, _)| e == k).map(|(_, v)| v.clone())
+    })
+    .unwrap();
+    let config = KafkaConfig {
+        topics: vec!["rewind".into()],
+        ..config
+    };
+    // User code that panics on every 10th outcome: each time, its message is handed back.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let connector = Connector::new(
+        tributary_tests::sdk::test_config(&gw.base)
+            .max_inflight(8usize)
+            .build()
+            .unwrap(),
+    )
+    .with_subscriber(move |_: &InvocationOutcome| {
+        if counter.fetch_add(1, Ordering::SeqCst) % 10 == 9 {
+            panic!("a response subscriber bug (on purpose, in a test)");
+        }
+    });
+    let metrics = connector.metrics().clone();
+    let cancel = CancellationToken::new();
+    let runtime = tokio::spawn(connector.run(KafkaSource::new(config).unwrap(), cancel.clone()));
+    eventually(
+        Duration::from_secs(120),
+        "every record delivered",
+        || async {
+            record_bodies(&file)
+                .into_iter()
+                .collect::<BTreeSet<_>>()
+                .len()
+                == n
+        },
+    )
+    .await;
+    // The handed-back offsets did not stay unfinished: every partition commits to its end.
+    eventually(
+        Duration::from_secs(30),
+        "every partition committed to its end",
+        || async {
+            let text = metrics.render();
+            (0..3).all(|p| {
+                metric_value(
+                    &text,
+                    &format!("kafka_committed_offset{{partition=\"{p}\",topic=\"rewind\"}}"),
+                ) == (n / 3) as f64
+            })
+        },
+    )
+    .await;
+    let panics = calls.load(Ordering::SeqCst) / 10;
+    assert!(panics >= n / 10, "{panics} panics");
+    assert!(
+        record_bodies(&file).len() > n,
+        "handed-back records were read again"
+    );
+    assert!(!runtime.is_finished(), "the connector keeps running");
+    cancel.cancel();
+    runtime.await.unwrap().unwrap();
 }

@@ -238,8 +238,12 @@ fn bad_nats_config_fails_with_a_clear_error() {
     assert_eq!(code, Some(1));
     assert!(err.contains("topics"), "{err}");
     let (code, err) = run(&[("topics", "a"), ("nats_mode", "fast")]);
-    assert_eq!(code, Some(1));
-    assert!(err.contains("nats_mode"), "{err}");
+    assert_eq!(
+        code,
+        Some(2),
+        "a value that does not parse is a usage error"
+    );
+    assert!(err.contains("invalid nats_mode=\"fast\""), "{err}");
     let port = tributary_tests::free_port().to_string();
     let (code, err) = run(&[
         ("topics", "a"),

@@ -14,7 +14,7 @@
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = ControllerConfig::from_env()?;
-//! let source = CronSource::new(CronConfig::default());
+//! let source = CronSource::new(tributary_core::settings::from_env::<CronConfig>()?);
 //! tributary_connector_sdk::run(config, source, shutdown_signal()).await?;
 //! # Ok(()) }
 //! ```
@@ -29,10 +29,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
-use prometheus::{IntCounterVec, IntGauge, Opts};
+use clap::builder::BoolishValueParser;
+use prometheus::{IntCounterVec, IntGauge};
 use tributary_connector_sdk::{
     Acknowledge, DeadLetter, Message, Source, SourceContext, SourceError, TopicMap,
 };
+use tributary_core::Chain;
+use tributary_core::metrics::Registrar;
 
 use crate::schedule::Schedule;
 
@@ -45,24 +48,27 @@ pub const TIMEZONE_ANNOTATION: &str = "com.openfaas.schedule.timezone";
 /// The connector's name, sent as `X-Connector`.
 pub const CONNECTOR_NAME: &str = "cron-connector";
 
+fn parse_timezone(name: &str) -> Result<Tz, String> {
+    schedule::parse_tz(name).map_err(|e| format!("cron_timezone: {e}"))
+}
+
 /// Cron connector settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct CronConfig {
-    /// Fire even while the previous firing of the same function is still running.
+    /// Fire even while the previous run of the same function is still in flight.
+    #[arg(long, env = "allow_overlap", default_value = "false", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub allow_overlap: bool,
-    /// Time zone of schedules that name none.
+    /// Time zone of schedules without CRON_TZ= or a timezone annotation (IANA name).
+    #[arg(long = "cron-timezone", alias = "timezone", env = "cron_timezone", default_value = "UTC", value_parser = parse_timezone)]
     pub default_timezone: Tz,
-    /// Separator of topics in the `topic` annotation.
+    /// Separator of topics in the `topic` annotation (the connector's `topic_delimiter`).
+    #[arg(skip = String::from(","))]
     pub topic_delimiter: String,
 }
 
 impl Default for CronConfig {
     fn default() -> Self {
-        Self {
-            allow_overlap: false,
-            default_timezone: Tz::UTC,
-            topic_delimiter: ",".into(),
-        }
+        tributary_core::settings::defaults()
     }
 }
 
@@ -86,39 +92,30 @@ struct Metrics {
 }
 
 impl Metrics {
-    fn register(registry: &prometheus::Registry) -> Result<Self, SourceError> {
-        let counter = |name: &str, help: &str| {
-            IntCounterVec::new(Opts::new(name, help), &["function"]).map_err(SourceError::new)
-        };
-        let m = Self {
-            firings: counter("cron_firings_total", "Schedule firings sent to the runtime")?,
-            skipped: counter(
+    fn register(registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
+        let r = Registrar(registry);
+        let f = &["function"];
+        Ok(Self {
+            firings: r.counter_vec(
+                "cron_firings_total",
+                "Schedule firings sent to the runtime",
+                f,
+            )?,
+            skipped: r.counter_vec(
                 "cron_skipped_total",
                 "Firings skipped because the previous run was still in flight",
+                f,
             )?,
-            errors: counter(
+            errors: r.counter_vec(
                 "cron_schedule_errors_total",
                 "Invalid schedule annotations seen",
+                f,
             )?,
-            scheduled: IntGauge::new(
+            scheduled: r.int_gauge(
                 "cron_scheduled_functions",
                 "Functions with a valid schedule",
-            )
-            .map_err(SourceError::new)?,
-        };
-        registry
-            .register(Box::new(m.firings.clone()))
-            .map_err(SourceError::new)?;
-        registry
-            .register(Box::new(m.skipped.clone()))
-            .map_err(SourceError::new)?;
-        registry
-            .register(Box::new(m.errors.clone()))
-            .map_err(SourceError::new)?;
-        registry
-            .register(Box::new(m.scheduled.clone()))
-            .map_err(SourceError::new)?;
-        Ok(m)
+            )?,
+        })
     }
 }
 
@@ -217,7 +214,7 @@ impl Scheduler {
                         tracing::info!(function = %address, "function unscheduled: its new schedule is invalid");
                     }
                     if self.reported.insert((address.clone(), schedule.clone())) {
-                        tracing::error!(function = %address, schedule = %schedule, error = %e, "invalid schedule; this function is not scheduled until it is fixed");
+                        tracing::error!(function = %address, schedule = %schedule, error = %Chain(&e), "invalid schedule; this function is not scheduled until it is fixed");
                         self.metrics.errors.with_label_values(&[&address]).inc();
                     }
                 }
@@ -274,7 +271,8 @@ impl Source for CronSource {
             config: self.config,
             entries: HashMap::new(),
             reported: HashSet::new(),
-            metrics: Metrics::register(ctx.registry())?,
+            metrics: Metrics::register(ctx.registry())
+                .map_err(|e| SourceError::caused("cannot register the cron metrics", e))?,
         };
         let initial = topics.borrow_and_update().clone();
         scheduler.reconcile(&initial, Utc::now());
@@ -319,17 +317,18 @@ impl Source for CronSource {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
-    use tributary_connector_sdk::FunctionInfo;
+    use tributary_connector_sdk::FunctionStatus;
 
-    fn function(name: &str, topic: &str, schedule: Option<&str>) -> FunctionInfo {
+    fn function(name: &str, topic: &str, schedule: Option<&str>) -> FunctionStatus {
         let mut a = BTreeMap::from([("topic".to_owned(), topic.to_owned())]);
         if let Some(s) = schedule {
             a.insert(SCHEDULE_ANNOTATION.into(), s.into());
         }
-        FunctionInfo {
+        FunctionStatus {
             name: name.into(),
             namespace: "openfaas-fn".into(),
             annotations: Some(a),
+            ..FunctionStatus::default()
         }
     }
 

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use rdkafka::ClientConfig;
+use tributary_core::units::{parse_duration, parse_size};
 
 use crate::KafkaError;
 
@@ -92,80 +94,106 @@ impl std::str::FromStr for SaslMechanism {
 }
 
 /// TLS and SASL settings; credentials and keys are read from files.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, clap::Args)]
 pub struct Security {
     /// Use TLS (implied by any of the files below).
+    #[arg(long, env = "tls", default_value = "false", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub tls: bool,
-    /// CA bundle to verify the brokers with (PEM).
+    /// CA bundle (PEM) to verify the brokers.
+    #[arg(long, env = "ca_file")]
     pub ca_file: Option<PathBuf>,
-    /// Client certificate for mutual TLS (PEM).
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long, env = "cert_file")]
     pub cert_file: Option<PathBuf>,
-    /// Client private key for mutual TLS (PEM).
+    /// Client key (PEM) for mutual TLS.
+    #[arg(long, env = "key_file")]
     pub key_file: Option<PathBuf>,
-    /// SASL mechanism; `None` disables SASL.
+    /// SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    #[arg(long, env = "sasl_mechanism")]
     pub sasl_mechanism: Option<SaslMechanism>,
     /// File holding the SASL username.
+    #[arg(long, env = "sasl_username_file")]
     pub sasl_username_file: Option<PathBuf>,
     /// File holding the SASL password.
+    #[arg(long, env = "sasl_password_file")]
     pub sasl_password_file: Option<PathBuf>,
 }
 
 /// The Kafka connector's settings (OpenFaaS kafka-connector names where they exist).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct KafkaConfig {
-    /// Bootstrap brokers (`broker_hosts`), `host:port` each.
-    pub brokers: Vec<String>,
-    /// Topics to consume (`topics`); empty means every topic a function's annotation names,
+    /// Bootstrap brokers, comma separated `host:port`.
+    #[arg(long, env = "broker_hosts", value_delimiter = ',')]
+    pub broker_hosts: Vec<String>,
+    /// One broker (OpenFaaS' older name), used when broker_hosts is not given.
+    #[arg(long, env = "broker_host", default_value = "kafka:9092")]
+    pub broker_host: String,
+    /// Topics to consume, comma separated; empty: every topic a function's annotation names,
     /// followed as functions are deployed and removed.
+    #[arg(long, env = "topics", value_delimiter = ',')]
     pub topics: Vec<String>,
-    /// Consumer group (`group`).
+    /// Consumer group.
+    #[arg(long, env = "group", default_value = "faas-group-1")]
     pub group: String,
-    /// Where a new group starts (`initial_offset`).
+    /// Where a group with no committed offset starts: `oldest` or `newest`.
+    #[arg(long, env = "initial_offset", default_value = "oldest")]
     pub initial_offset: InitialOffset,
-    /// Largest fetch per partition in bytes (`max_bytes`).
+    /// Largest fetch per partition (e.g. 1MB).
+    #[arg(long, env = "max_bytes", default_value = "1MiB", value_parser = parse_size)]
     pub max_bytes: usize,
-    /// What stays in order (`order`).
+    /// What stays in order: `partition`, `key` (per key within a partition) or `none`.
+    #[arg(long, env = "order", default_value = "partition")]
     pub order: Order,
-    /// Topic failed messages are produced to (`dead_letter_topic`); without one a failing
-    /// message holds its partition, retrying with backoff, until it is delivered.
+    /// Topic failed messages go to; without one a failing message holds its partition,
+    /// retrying with backoff, until it is delivered.
+    #[arg(long, env = "dead_letter_topic")]
     pub dead_letter_topic: Option<String>,
-    /// How long a revoked partition's in-flight messages get to finish before it is released.
+    /// Time a revoked partition's in-flight messages get before it is released.
+    #[arg(long, env = "rebalance_grace", default_value = "10s", value_parser = parse_duration)]
     pub rebalance_grace: Duration,
     /// How long finished offsets wait to be batched into one commit.
+    #[arg(skip = Duration::from_millis(5))]
     pub commit_interval: Duration,
     /// TLS and SASL.
+    #[command(flatten)]
     pub security: Security,
-    /// Extra librdkafka properties (`kafka_options`, `key=value`), applied last.
+    /// Extra librdkafka properties, `key=value` comma separated, applied last.
+    #[arg(long = "kafka-options", env = "kafka_options", value_delimiter = ',', value_parser = parse_option)]
     pub options: Vec<(String, String)>,
 }
 
 impl Default for KafkaConfig {
     fn default() -> Self {
-        Self {
-            brokers: vec!["kafka:9092".to_owned()],
-            topics: Vec::new(),
-            group: "faas-group-1".to_owned(),
-            initial_offset: InitialOffset::Oldest,
-            max_bytes: 1024 * 1024,
-            order: Order::Partition,
-            dead_letter_topic: None,
-            rebalance_grace: Duration::from_secs(10),
-            commit_interval: Duration::from_millis(5),
-            security: Security::default(),
-            options: Vec::new(),
-        }
+        tributary_core::settings::defaults()
     }
 }
 
 impl KafkaConfig {
+    /// The bootstrap brokers: `broker_hosts`, else `broker_host`.
+    pub fn brokers(&self) -> Vec<String> {
+        let list = |v: &[String]| -> Vec<String> {
+            v.iter()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+                .collect()
+        };
+        let brokers = list(&self.broker_hosts);
+        if brokers.is_empty() {
+            list(std::slice::from_ref(&self.broker_host))
+        } else {
+            brokers
+        }
+    }
+
     /// Checks the settings; the error says which one is wrong.
     pub fn validate(&self) -> Result<(), KafkaError> {
-        if self.brokers.iter().all(|b| b.trim().is_empty()) {
+        let brokers = self.brokers();
+        if brokers.is_empty() {
             return Err(KafkaError::Config(
                 "broker_hosts is empty: give at least one `host:port`".into(),
             ));
         }
-        if let Some(b) = self.brokers.iter().find(|b| !b.contains(':')) {
+        if let Some(b) = brokers.iter().find(|b| !b.contains(':')) {
             return Err(KafkaError::Config(format!(
                 "broker_hosts entry {b:?} has no port: write it as `host:port`"
             )));
@@ -204,7 +232,7 @@ impl KafkaConfig {
     /// Client settings shared by the consumer and the dead-letter producer.
     pub fn client_config(&self) -> Result<ClientConfig, KafkaError> {
         let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", self.brokers.join(","))
+        c.set("bootstrap.servers", self.brokers().join(","))
             .set("client.id", "tributary-kafka-connector");
         let s = &self.security;
         let tls = s.tls || s.ca_file.is_some() || s.cert_file.is_some();
@@ -234,14 +262,16 @@ impl KafkaConfig {
             c.set("ssl.key.location", path(p, "key_file")?);
         }
         if let Some(m) = s.sasl_mechanism {
-            let read = |p: &Option<PathBuf>, what: &str| -> Result<String, KafkaError> {
+            let read = |p: &Option<PathBuf>, what: &'static str| -> Result<String, KafkaError> {
                 let p = p
                     .as_ref()
                     .ok_or_else(|| KafkaError::Config(format!("sasl_mechanism needs {what}")))?;
                 std::fs::read_to_string(p)
                     .map(|v| v.trim().to_owned())
-                    .map_err(|e| {
-                        KafkaError::Config(format!("cannot read {what} {}: {e}", p.display()))
+                    .map_err(|source| KafkaError::Read {
+                        what,
+                        path: p.clone(),
+                        source,
                     })
             };
             c.set("sasl.mechanism", m.as_str())
@@ -303,20 +333,12 @@ fn is_consumer_only(key: &str) -> bool {
         || key.starts_with("coordinator.")
 }
 
-/// Parses `key=value,key=value` (the `kafka_options` setting).
-pub fn parse_options(s: &str) -> Result<Vec<(String, String)>, KafkaError> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|x| !x.is_empty())
-        .map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-                .filter(|(k, _)| !k.is_empty())
-                .ok_or_else(|| {
-                    KafkaError::Config(format!("kafka_options entry {kv:?} is not `key=value`"))
-                })
-        })
-        .collect()
+/// Parses one `key=value` entry of the `kafka_options` setting.
+pub fn parse_option(kv: &str) -> Result<(String, String), KafkaError> {
+    kv.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| KafkaError::Config(format!("kafka_options entry {kv:?} is not `key=value`")))
 }
 
 #[cfg(test)]
@@ -336,20 +358,29 @@ mod tests {
         );
         assert!("GSSAPI".parse::<SaslMechanism>().is_err());
         assert_eq!("key".parse::<Order>().unwrap(), Order::Key);
+        let c: KafkaConfig = tributary_core::settings::from_lookup(|k| {
+            (k == "kafka_options").then(|| "session.timeout.ms=6000, fetch.wait.max.ms = 10".into())
+        })
+        .unwrap();
         assert_eq!(
-            parse_options("session.timeout.ms=6000, fetch.wait.max.ms = 10").unwrap(),
+            c.options,
             vec![
                 ("session.timeout.ms".into(), "6000".into()),
                 ("fetch.wait.max.ms".into(), "10".into())
             ]
         );
-        assert!(parse_options("nonsense").is_err());
+        assert!(parse_option("nonsense").is_err());
+        let err = tributary_core::settings::from_lookup::<KafkaConfig>(|k| {
+            (k == "initial_offset").then(|| "middle".into())
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("initial_offset must be"), "{err}");
     }
 
     #[test]
     fn validation_names_the_setting() {
         let mut c = KafkaConfig {
-            brokers: vec!["localhost".into()],
+            broker_hosts: vec!["localhost".into()],
             ..KafkaConfig::default()
         };
         assert!(
@@ -358,7 +389,7 @@ mod tests {
                 .to_string()
                 .contains("broker_hosts")
         );
-        c.brokers = vec!["localhost:9092".into()];
+        c.broker_hosts = vec!["localhost:9092".into()];
         c.validate().unwrap();
         c.security.sasl_mechanism = Some(SaslMechanism::Plain);
         assert!(
@@ -376,7 +407,7 @@ mod tests {
         std::fs::write(&u, "alice\n").unwrap();
         std::fs::write(&p, "s3cret\n").unwrap();
         let c = KafkaConfig {
-            brokers: vec!["b:9093".into()],
+            broker_hosts: vec!["b:9093".into()],
             security: Security {
                 tls: true,
                 sasl_mechanism: Some(SaslMechanism::ScramSha256),

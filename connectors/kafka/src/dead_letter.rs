@@ -8,6 +8,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 use tributary_connector_sdk::DeadLetter;
+use tributary_core::Chain;
 
 use crate::KafkaError;
 use crate::config::KafkaConfig;
@@ -53,9 +54,13 @@ impl DeadLetters {
         metrics: KafkaMetrics,
         cancel: CancellationToken,
     ) -> Result<Self, KafkaError> {
-        let producer = config.producer_config()?.create().map_err(|e| {
-            KafkaError::Config(format!("cannot create the dead-letter producer: {e}"))
-        })?;
+        let producer = config
+            .producer_config()?
+            .create()
+            .map_err(|source| KafkaError::Client {
+                what: "dead-letter producer",
+                source,
+            })?;
         Ok(Self {
             producer,
             topic: topic.to_owned(),
@@ -117,7 +122,7 @@ impl DeadLetters {
                     return true;
                 }
                 Err((e, _)) => {
-                    tracing::warn!(dead_letter_topic = %self.topic, %topic, partition, offset, error = %e, retry_in = ?wait, "cannot produce the dead letter; retrying");
+                    tracing::warn!(dead_letter_topic = %self.topic, %topic, partition, offset, error = %Chain(&e), retry_in = ?wait, "cannot produce the dead letter; retrying");
                 }
             }
             tokio::select! {

@@ -22,7 +22,7 @@
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = KafkaConfig {
-//!     brokers: vec!["127.0.0.1:9092".into()],
+//!     broker_hosts: vec!["127.0.0.1:9092".into()],
 //!     topics: vec!["orders".into()],
 //!     dead_letter_topic: Some("orders-dlt".into()),
 //!     ..KafkaConfig::default()
@@ -35,11 +35,13 @@
 
 pub mod config;
 pub mod dead_letter;
+mod headers;
+mod hooks;
 pub mod metrics;
 pub mod offsets;
 pub mod source;
 
-pub use config::{InitialOffset, KafkaConfig, Order, SaslMechanism, Security, parse_options};
+pub use config::{InitialOffset, KafkaConfig, Order, SaslMechanism, Security, parse_option};
 pub use source::KafkaSource;
 
 /// The connector's name, sent as `X-Connector`.
@@ -51,4 +53,24 @@ pub enum KafkaError {
     /// A setting is unusable; the message names it.
     #[error("{0}")]
     Config(String),
+    /// A file named by a setting cannot be read.
+    #[error("cannot read {what} {}", path.display())]
+    Read {
+        /// The setting.
+        what: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A Kafka client cannot be created.
+    #[error("cannot create the {what}")]
+    Client {
+        /// Which client.
+        what: &'static str,
+        /// What librdkafka said.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
 }

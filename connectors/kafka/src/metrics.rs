@@ -1,6 +1,7 @@
 //! Kafka metrics, per partition: consumed, committed offset and consumer lag.
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounterVec, IntGaugeVec, Registry};
+use tributary_core::metrics::Registrar;
 
 /// The Kafka connector's own metrics, beside the SDK's.
 #[derive(Clone)]
@@ -15,44 +16,35 @@ pub struct KafkaMetrics {
 impl KafkaMetrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let r = Registrar(registry);
         let tp = &["topic", "partition"];
-        let m = Self {
-            consumed: IntCounterVec::new(
-                Opts::new("kafka_messages_consumed_total", "Messages taken from Kafka"),
+        Ok(Self {
+            consumed: r.counter_vec(
+                "kafka_messages_consumed_total",
+                "Messages taken from Kafka",
                 tp,
             )?,
-            committed: IntGaugeVec::new(
-                Opts::new(
-                    "kafka_committed_offset",
-                    "The group's committed offset: the next message to consume after a restart",
-                ),
+            committed: r.int_gauge_vec(
+                "kafka_committed_offset",
+                "The group's committed offset: the next message to consume after a restart",
                 tp,
             )?,
-            lag: IntGaugeVec::new(
-                Opts::new(
-                    "kafka_consumer_lag",
-                    "Messages between the committed offset and the partition's high watermark",
-                ),
+            lag: r.int_gauge_vec(
+                "kafka_consumer_lag",
+                "Messages between the committed offset and the partition's high watermark",
                 tp,
             )?,
-            rebalances: IntCounterVec::new(
-                Opts::new("kafka_rebalances_total", "Partitions assigned and revoked"),
+            rebalances: r.counter_vec(
+                "kafka_rebalances_total",
+                "Partitions assigned and revoked",
                 &["kind"],
             )?,
-            dead_letters: IntCounterVec::new(
-                Opts::new(
-                    "kafka_dead_letters_produced_total",
-                    "Messages produced to the dead-letter topic",
-                ),
+            dead_letters: r.counter_vec(
+                "kafka_dead_letters_produced_total",
+                "Messages produced to the dead-letter topic",
                 &["topic"],
             )?,
-        };
-        registry.register(Box::new(m.consumed.clone()))?;
-        registry.register(Box::new(m.committed.clone()))?;
-        registry.register(Box::new(m.lag.clone()))?;
-        registry.register(Box::new(m.rebalances.clone()))?;
-        registry.register(Box::new(m.dead_letters.clone()))?;
-        Ok(m)
+        })
     }
 
     pub(crate) fn consumed(&self, topic: &str, partition: i32) {

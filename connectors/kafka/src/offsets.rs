@@ -81,6 +81,18 @@ impl Tracker {
         Some(p.epoch)
     }
 
+    /// Where to read `partition` again from after a message of it was handed back under
+    /// `epoch`: its lowest unfinished offset (so no handed-back message is skipped, whatever
+    /// was read since); `None` when the partition is no longer ours under that epoch.
+    pub fn rewind_point(&self, partition: &Partition, epoch: u64) -> Option<i64> {
+        let s = self.lock();
+        let p = s
+            .partitions
+            .get(partition)
+            .filter(|p| p.epoch == epoch && !p.revoked)?;
+        p.in_flight.first().copied()
+    }
+
     /// Marks `offset` final (delivered or dead-lettered). Acks from an earlier assignment are
     /// ignored: that assignment's offsets were committed or abandoned at revocation.
     pub fn finish(&self, partition: &Partition, epoch: u64, offset: i64) {
@@ -205,6 +217,23 @@ mod tests {
         t.finish(&p(0), e, 13);
         assert_eq!(t.due(), vec![(p(0), 15)]);
         assert!(t.due().is_empty());
+    }
+
+    #[test]
+    fn rewinds_go_to_the_lowest_unfinished_offset() {
+        let t = Tracker::default();
+        let e = t.assign(p(0));
+        for o in 0..6 {
+            t.take(&p(0), o);
+        }
+        t.finish(&p(0), e, 0);
+        // 1 and 4 were handed back; 2 and 3 are still running.
+        assert_eq!(t.rewind_point(&p(0), e), Some(1));
+        t.finish(&p(0), e, 1);
+        t.finish(&p(0), e, 2);
+        t.finish(&p(0), e, 3);
+        assert_eq!(t.rewind_point(&p(0), e), Some(4));
+        assert_eq!(t.rewind_point(&p(0), e + 1), None, "another assignment");
     }
 
     #[test]

@@ -8,19 +8,22 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use base64::Engine;
 use bytes::Bytes;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Headers};
-use rdkafka::{ClientContext, Message as _, Offset, Statistics, TopicPartitionList};
+use rdkafka::{Message as _, Offset};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tributary_connector_sdk::{
     Acknowledge, Closed, DeadLetter, DeliveryOrder, Message, RetryPolicy, Source, SourceContext,
     SourceError,
 };
+use tributary_core::Chain;
 
 use crate::config::{KafkaConfig, Order};
 use crate::dead_letter::{DeadLetters, Original};
+use crate::headers::function_headers;
+use crate::hooks::{Hooks, commit};
 use crate::metrics::KafkaMetrics;
 use crate::offsets::{Partition, Tracker};
 use crate::{CONNECTOR_NAME, KafkaError};
@@ -70,7 +73,7 @@ impl Source for KafkaSource {
 
     async fn run(self, ctx: SourceContext) -> Result<(), SourceError> {
         let metrics = KafkaMetrics::register(ctx.registry())
-            .map_err(|e| SourceError::new(format!("cannot register Kafka metrics: {e}")))?;
+            .map_err(|e| SourceError::caused("cannot register the Kafka metrics", e))?;
         let tracker = Arc::new(Tracker::default());
         let hooks = Hooks {
             tracker: tracker.clone(),
@@ -78,22 +81,26 @@ impl Source for KafkaSource {
             grace: self.config.rebalance_grace,
             last_error: std::sync::Mutex::new(String::new()),
         };
-        let mut client = self.config.consumer_config().map_err(SourceError::new)?;
+        let mut client = self
+            .config
+            .consumer_config()
+            .map_err(|e| SourceError::caused("the Kafka settings cannot be used", e))?;
         if client.get("statistics.interval.ms").is_none() {
             client.set("statistics.interval.ms", "1000");
         }
         let consumer: BaseConsumer<Hooks> = client
             .create_with_context(hooks)
-            .map_err(|e| SourceError::new(format!("cannot create the Kafka consumer: {e}")))?;
+            .map_err(|e| SourceError::caused("cannot create the Kafka consumer", e))?;
         let dead_letters = match &self.config.dead_letter_topic {
             Some(topic) => Some(Arc::new(
                 DeadLetters::new(&self.config, topic, metrics.clone(), ctx.cancelled())
-                    .map_err(SourceError::new)?,
+                    .map_err(|e| SourceError::caused("the dead-letter topic cannot be used", e))?,
             )),
             None => None,
         };
         let handle = Handle::current();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let (rewind_tx, rewinds) = std::sync::mpsc::channel();
         let config = self.config;
         std::thread::Builder::new()
             .name("kafka-consumer".into())
@@ -108,166 +115,17 @@ impl Source for KafkaSource {
                     dead_letters,
                     config,
                     last_commit: std::cell::Cell::new(Instant::now()),
+                    rewind_tx,
+                    rewinds,
                 };
                 let result = consumer_loop.run();
                 let _ = done_tx.send(result);
             })
-            .map_err(|e| {
-                SourceError::new(format!("cannot start the Kafka consumer thread: {e}"))
-            })?;
+            .map_err(|e| SourceError::caused("cannot start the Kafka consumer thread", e))?;
         done_rx
             .await
             .unwrap_or_else(|_| Err(SourceError::new("the Kafka consumer thread panicked")))
     }
-}
-
-/// librdkafka callbacks: logs, errors, statistics (lag) and rebalances.
-struct Hooks {
-    tracker: Arc<Tracker>,
-    metrics: KafkaMetrics,
-    grace: Duration,
-    last_error: std::sync::Mutex<String>,
-}
-
-impl Hooks {
-    /// Logs an error once until a different one happens (librdkafka repeats them).
-    fn report(&self, error: String) {
-        let mut last = self
-            .last_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if *last != error {
-            tracing::warn!(%error, "Kafka client error (librdkafka keeps retrying)");
-            *last = error;
-        }
-    }
-
-    fn clear_error(&self) {
-        let mut last = self
-            .last_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !last.is_empty() {
-            tracing::info!("Kafka client recovered");
-            last.clear();
-        }
-    }
-}
-
-impl ClientContext for Hooks {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        use rdkafka::config::RDKafkaLogLevel as L;
-        match level {
-            L::Emerg | L::Alert | L::Critical | L::Error => {
-                tracing::error!(target: "librdkafka", fac, "{message}")
-            }
-            L::Warning => tracing::warn!(target: "librdkafka", fac, "{message}"),
-            L::Notice | L::Info => tracing::debug!(target: "librdkafka", fac, "{message}"),
-            L::Debug => tracing::trace!(target: "librdkafka", fac, "{message}"),
-        }
-    }
-
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        self.report(format!("{error}: {reason}"));
-    }
-
-    fn stats(&self, stats: Statistics) {
-        let points: BTreeMap<Partition, i64> = self.tracker.commit_points().into_iter().collect();
-        for (topic, t) in &stats.topics {
-            for (id, p) in &t.partitions {
-                if *id < 0 || p.hi_offset < 0 {
-                    continue;
-                }
-                let base = points
-                    .get(&(topic.clone(), *id))
-                    .copied()
-                    .or((p.committed_offset >= 0).then_some(p.committed_offset));
-                if let Some(base) = base {
-                    self.metrics.lag(topic, *id, p.hi_offset - base);
-                }
-            }
-        }
-    }
-}
-
-impl ConsumerContext for Hooks {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(tpl) = rebalance else {
-            return;
-        };
-        let partitions: Vec<Partition> = tpl
-            .elements()
-            .iter()
-            .map(|e| (e.topic().to_owned(), e.partition()))
-            .collect();
-        let (points, unfinished) = self.tracker.revoke(&partitions, self.grace);
-        if unfinished > 0 {
-            tracing::warn!(
-                unfinished,
-                grace = ?self.grace,
-                "partitions revoked with messages still in flight; they stay uncommitted and the next owner redelivers them"
-            );
-        }
-        if !points.is_empty() && !consumer.assignment_lost() {
-            match commit(consumer, &points, CommitMode::Sync) {
-                Ok(()) => {
-                    for ((topic, partition), offset) in &points {
-                        self.metrics.committed(topic, *partition, *offset);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "final commit before releasing partitions failed; the next owner may redeliver some messages")
-                }
-            }
-        }
-        self.metrics.rebalance("revoked", partitions.len());
-        tracing::info!(partitions = %list(&partitions), "partitions revoked");
-    }
-
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(tpl) => {
-                let partitions: Vec<Partition> = tpl
-                    .elements()
-                    .iter()
-                    .map(|e| (e.topic().to_owned(), e.partition()))
-                    .collect();
-                for p in &partitions {
-                    self.tracker.assign(p.clone());
-                }
-                self.metrics.rebalance("assigned", partitions.len());
-                tracing::info!(partitions = %list(&partitions), "partitions assigned");
-            }
-            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
-            Rebalance::Revoke(_) => {}
-        }
-    }
-
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "offset commit failed; it is retried with the next one");
-        }
-    }
-}
-
-fn list(partitions: &[Partition]) -> String {
-    partitions
-        .iter()
-        .map(|(t, p)| format!("{t}[{p}]"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn commit(
-    consumer: &BaseConsumer<Hooks>,
-    points: &[(Partition, i64)],
-    mode: CommitMode,
-) -> KafkaResult<()> {
-    let mut tpl = TopicPartitionList::new();
-    for ((topic, partition), offset) in points {
-        tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
-    }
-    consumer.commit(&tpl, mode)
 }
 
 /// The consumer thread.
@@ -280,7 +138,13 @@ struct ConsumerLoop {
     dead_letters: Option<Arc<DeadLetters>>,
     config: KafkaConfig,
     last_commit: std::cell::Cell<Instant>,
+    /// Messages handed back (nacked) while running, to be read again.
+    rewind_tx: std::sync::mpsc::Sender<Rewind>,
+    rewinds: std::sync::mpsc::Receiver<Rewind>,
 }
+
+/// A partition to read again, under the assignment its handed-back message was taken in.
+type Rewind = (Partition, u64);
 
 impl ConsumerLoop {
     fn run(self) -> Result<(), SourceError> {
@@ -315,6 +179,7 @@ impl ConsumerLoop {
             if let Err(Closed) = self.handle_poll(polled) {
                 break Ok(());
             }
+            self.rewind();
             self.commit_due(false);
         };
         self.shutdown();
@@ -323,7 +188,7 @@ impl ConsumerLoop {
 
     /// Waits until the brokers answer, saying clearly when they do not; `false` on shutdown.
     fn wait_for_brokers(&self, cancel: &CancellationToken) -> bool {
-        let brokers = self.config.brokers.join(",");
+        let brokers = self.config.brokers().join(",");
         let mut wait = Duration::from_millis(500);
         loop {
             match self.consumer.fetch_metadata(None, Duration::from_secs(5)) {
@@ -348,7 +213,7 @@ impl ConsumerLoop {
                     return true;
                 }
                 Err(e) => {
-                    tracing::error!(%brokers, error = %e, retry_in = ?wait, "cannot reach the Kafka brokers (broker_hosts); retrying");
+                    tracing::error!(%brokers, error = %Chain(&e), retry_in = ?wait, "cannot reach the Kafka brokers (broker_hosts); retrying");
                 }
             }
             let deadline = Instant::now() + wait;
@@ -372,7 +237,7 @@ impl ConsumerLoop {
         }
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         self.consumer.subscribe(&names).map_err(|e| {
-            SourceError::new(format!("cannot subscribe to {}: {e}", topics.join(",")))
+            SourceError::caused(format!("cannot subscribe to {}", topics.join(",")), e)
         })?;
         tracing::info!(topics = %topics.join(","), group = %self.config.group, "subscribed");
         Ok(())
@@ -456,6 +321,8 @@ impl ConsumerLoop {
             offset,
             dead_letters: self.dead_letters.clone(),
             original,
+            rewind: self.rewind_tx.clone(),
+            stopping: self.ctx.cancelled(),
         };
         let mut context = BTreeMap::new();
         context.insert("kafka-topic".to_owned(), topic.clone());
@@ -473,6 +340,34 @@ impl ConsumerLoop {
             .with_context(context);
         message.headers = headers;
         Some(message)
+    }
+
+    /// Seeks each partition with a handed-back (nacked) message back to its lowest unfinished
+    /// offset, so the message is delivered again (and those after it too: at-least-once). Its
+    /// offset stays unfinished, so nothing at or after it is committed meanwhile.
+    fn rewind(&self) {
+        let mut points: std::collections::HashMap<Partition, i64> =
+            std::collections::HashMap::new();
+        while let Ok((partition, epoch)) = self.rewinds.try_recv() {
+            if let Some(offset) = self.tracker.rewind_point(&partition, epoch) {
+                points.insert(partition, offset);
+            }
+        }
+        for ((topic, partition), offset) in points {
+            match self.consumer.seek(
+                &topic,
+                partition,
+                Offset::Offset(offset),
+                Duration::from_secs(5),
+            ) {
+                Ok(()) => {
+                    tracing::warn!(%topic, partition, offset, "a message was handed back: reading its partition again from it (the messages after it are delivered again)")
+                }
+                Err(e) => {
+                    tracing::warn!(%topic, partition, offset, error = %Chain(&e), "cannot seek back to a handed-back message; it stays uncommitted and is redelivered after a restart or rebalance")
+                }
+            }
+        }
     }
 
     /// Commits the partitions whose commit point moved, at most every `commit_interval`
@@ -498,7 +393,7 @@ impl ConsumerLoop {
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "offset commit failed; it is retried with the next one")
+                tracing::warn!(error = %Chain(&e), "offset commit failed; it is retried with the next one")
             }
         }
     }
@@ -518,56 +413,6 @@ impl ConsumerLoop {
     }
 }
 
-/// `X-Kafka-*` headers for the functions.
-fn function_headers(m: &BorrowedMessage<'_>) -> Vec<(String, String)> {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let mut h = vec![
-        ("X-Kafka-Partition".to_owned(), m.partition().to_string()),
-        ("X-Kafka-Offset".to_owned(), m.offset().to_string()),
-    ];
-    if let Some(ts) = m.timestamp().to_millis() {
-        h.push(("X-Kafka-Timestamp".to_owned(), ts.to_string()));
-    }
-    if let Some(key) = m.key() {
-        match std::str::from_utf8(key).ok().filter(|k| header_value_ok(k)) {
-            Some(k) => h.push(("X-Kafka-Key".to_owned(), k.to_owned())),
-            None => {
-                h.push(("X-Kafka-Key".to_owned(), b64.encode(key)));
-                h.push(("X-Kafka-Key-Enc".to_owned(), "b64".to_owned()));
-            }
-        }
-    }
-    if let Some(headers) = m.headers() {
-        for kh in headers.iter() {
-            if kh.key.is_empty() || !kh.key.bytes().all(is_token_byte) {
-                tracing::debug!(
-                    header = kh.key,
-                    "Kafka header name is not a valid HTTP header name: not passed"
-                );
-                continue;
-            }
-            let value = kh.value.unwrap_or_default();
-            let value = match std::str::from_utf8(value)
-                .ok()
-                .filter(|v| header_value_ok(v))
-            {
-                Some(v) => v.to_owned(),
-                None => b64.encode(value),
-            };
-            h.push((format!("X-Kafka-{}", kh.key), value));
-        }
-    }
-    h
-}
-
-fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-fn header_value_ok(v: &str) -> bool {
-    v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
-}
-
 /// Settles one message's offset.
 struct KafkaAck {
     tracker: Arc<Tracker>,
@@ -576,6 +421,8 @@ struct KafkaAck {
     offset: i64,
     dead_letters: Option<Arc<DeadLetters>>,
     original: Option<Original>,
+    rewind: std::sync::mpsc::Sender<Rewind>,
+    stopping: CancellationToken,
 }
 
 impl KafkaAck {
@@ -591,9 +438,13 @@ impl Acknowledge for KafkaAck {
         self.finish();
     }
 
-    /// Not delivered (shutdown): the offset stays unfinished, so nothing at or after it is
-    /// committed and the group redelivers it.
-    async fn nack(self: Box<Self>, _retry_after: Option<Duration>) {}
+    /// Not delivered: the offset stays unfinished, so nothing at or after it is committed. At
+    /// shutdown the group redelivers it; while running, the partition is read again from it.
+    async fn nack(self: Box<Self>, _retry_after: Option<Duration>) {
+        if !self.stopping.is_cancelled() {
+            let _ = self.rewind.send((self.partition.clone(), self.epoch));
+        }
+    }
 
     async fn dead_letter(self: Box<Self>, letter: DeadLetter) {
         let (Some(dlq), Some(original)) = (&self.dead_letters, &self.original) else {

@@ -2,46 +2,47 @@
 
 use std::time::Duration;
 
+use tributary_core::units::parse_duration;
+
 use crate::SqsError;
 
-/// The SQS connector's settings.
-#[derive(Debug, Clone)]
+/// The SQS connector's settings; region and credentials come from the standard AWS chain.
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct SqsConfig {
-    /// Queues to consume (`queue_url`).
+    /// Queue URL(s), comma separated.
+    #[arg(long = "queue-url", env = "queue_url", value_delimiter = ',')]
     pub queue_urls: Vec<String>,
-    /// The topic of each queue (`topic`), in the same order; a missing one defaults to the
-    /// queue's name, so a function annotated `topic: my-queue` receives `my-queue`'s messages.
+    /// Topic of each queue, comma separated in queue_url's order (default: the queue's name,
+    /// so a function annotated `topic: my-queue` receives my-queue's messages).
+    #[arg(long = "topic", env = "topic", value_delimiter = ',')]
     pub topics: Vec<String>,
-    /// Long-polling wait of one receive (`wait_time`, 0-20 s).
+    /// Long-polling wait of one receive (at most 20s).
+    #[arg(long, env = "wait_time", default_value = "20s", value_parser = parse_duration)]
     pub wait_time: Duration,
-    /// Messages per receive (`max_messages`, 1-10).
+    /// Messages per receive (1-10).
+    #[arg(long, env = "max_messages", default_value = "10")]
     pub max_messages: i32,
-    /// Visibility timeout asked on receive and renewed by the heartbeat (`visibility_timeout`).
+    /// Visibility timeout asked on receive and renewed while a message is in the connector.
+    #[arg(long, env = "visibility_timeout", default_value = "30s", value_parser = parse_duration)]
     pub visibility_timeout: Duration,
-    /// Queue that failed messages are sent to (`dead_letter_queue_url`); without one they are
-    /// left to the queue's own redrive policy.
+    /// Queue failed messages go to; without it the queue's own redrive policy applies.
+    #[arg(long, env = "dead_letter_queue_url")]
     pub dead_letter_queue_url: Option<String>,
-    /// AWS region; the standard chain (`AWS_REGION`, profile) when `None`.
+    /// AWS region (default: the standard chain, then us-east-1).
+    #[arg(long = "aws-region", env = "AWS_REGION")]
     pub region: Option<String>,
-    /// Endpoint override for local servers (`endpoint_url`); `AWS_ENDPOINT_URL` works too.
+    /// Endpoint override for SQS-compatible servers (e.g. http://127.0.0.1:5000);
+    /// AWS_ENDPOINT_URL works too.
+    #[arg(long, env = "endpoint_url")]
     pub endpoint_url: Option<String>,
     /// How often the queue depth is read for the autoscaler metric.
+    #[arg(skip = Duration::from_secs(10))]
     pub depth_interval: Duration,
 }
 
 impl Default for SqsConfig {
     fn default() -> Self {
-        Self {
-            queue_urls: Vec::new(),
-            topics: Vec::new(),
-            wait_time: Duration::from_secs(20),
-            max_messages: 10,
-            visibility_timeout: Duration::from_secs(30),
-            dead_letter_queue_url: None,
-            region: None,
-            endpoint_url: None,
-            depth_interval: Duration::from_secs(10),
-        }
+        tributary_core::settings::defaults()
     }
 }
 
@@ -56,6 +57,28 @@ pub fn is_fifo(url: &str) -> bool {
 }
 
 impl SqsConfig {
+    /// The settings with list entries trimmed and empty ones dropped.
+    pub fn normalized(mut self) -> Self {
+        let trim = |v: &mut Vec<String>| {
+            for x in v.iter_mut() {
+                *x = x.trim().to_owned();
+            }
+        };
+        trim(&mut self.queue_urls);
+        self.queue_urls.retain(|u| !u.is_empty());
+        trim(&mut self.topics);
+        for field in [
+            &mut self.dead_letter_queue_url,
+            &mut self.region,
+            &mut self.endpoint_url,
+        ] {
+            if field.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                *field = None;
+            }
+        }
+        self
+    }
+
     /// Checks the settings; the error says which one is wrong.
     pub fn validate(&self) -> Result<(), SqsError> {
         if self.queue_urls.is_empty() {

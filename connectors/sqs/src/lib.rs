@@ -30,7 +30,9 @@
 //! # Ok(()) }
 //! ```
 
+mod ack;
 pub mod config;
+pub mod dead_letter;
 pub mod metrics;
 pub mod source;
 
@@ -51,7 +53,10 @@ pub enum SqsError {
     Queue {
         /// The queue.
         queue_url: String,
-        /// What SQS or the client said.
+        /// What SQS or the client said, with every detail the AWS error carries.
         reason: String,
+        /// The AWS error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }

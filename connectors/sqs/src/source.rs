@@ -9,40 +9,22 @@ use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
-    QueueAttributeName,
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
 };
 use base64::Engine;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::CancellationToken;
 use tributary_connector_sdk::{
-    Acknowledge, DeadLetter, DeliveryOrder, Message, RetryPolicy, Source, SourceContext,
-    SourceError,
+    DeliveryOrder, Message, RetryPolicy, Source, SourceContext, SourceError,
 };
 
+use crate::ack::SqsAck;
 use crate::config::{SqsConfig, is_fifo};
+use crate::dead_letter::DeadLetterQueue;
 use crate::metrics::SqsMetrics;
 use crate::{CONNECTOR_NAME, SqsError};
 
-/// Attribute names set on a dead letter.
-pub mod attributes {
-    /// The functions that failed, comma-separated.
-    pub const FUNCTION: &str = "x-dead-letter-function";
-    /// Their last HTTP status (`none` when there was no answer), comma-separated.
-    pub const STATUS: &str = "x-dead-letter-status";
-    /// The last error of each.
-    pub const ERROR: &str = "x-dead-letter-error";
-    /// How many times SQS had delivered the message.
-    pub const RECEIVE_COUNT: &str = "x-dead-letter-receive-count";
-    /// The queue the message came from.
-    pub const QUEUE_URL: &str = "x-original-queue-url";
-    /// Its message id there.
-    pub const MESSAGE_ID: &str = "x-original-message-id";
-}
-
-/// SQS allows ten message attributes per message.
-const MAX_ATTRIBUTES: usize = 10;
 /// Deletes in flight at once per queue.
 const DELETE_CONCURRENCY: usize = 8;
 
@@ -52,7 +34,8 @@ pub struct SqsSource {
     config: SqsConfig,
 }
 
-fn describe<E: std::error::Error>(e: E) -> String {
+/// An AWS error with everything it knows, on one line.
+pub(crate) fn describe<E: std::error::Error>(e: E) -> String {
     DisplayErrorContext(e).to_string()
 }
 
@@ -60,6 +43,7 @@ impl SqsSource {
     /// Builds the client from the standard AWS chain (region, credentials) and checks that
     /// every queue, and the dead-letter queue, answers.
     pub async fn connect(config: SqsConfig) -> Result<Self, SqsError> {
+        let config = config.normalized();
         config.validate()?;
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
         if let Some(r) = &config.region {
@@ -90,7 +74,8 @@ impl SqsSource {
                 .await
                 .map_err(|e| SqsError::Queue {
                     queue_url: url.clone(),
-                    reason: describe(e),
+                    reason: describe(&e),
+                    source: Box::new(e),
                 })?;
         }
         Ok(Self { client, config })
@@ -114,7 +99,7 @@ impl Source for SqsSource {
 
     async fn run(self, ctx: SourceContext) -> Result<(), SourceError> {
         let metrics = SqsMetrics::register(ctx.registry())
-            .map_err(|e| SourceError::new(format!("cannot register SQS metrics: {e}")))?;
+            .map_err(|e| SourceError::caused("cannot register the SQS metrics", e))?;
         let cancel = ctx.cancelled();
         let ctx = Arc::new(ctx);
         let dead_letters = self.config.dead_letter_queue_url.clone().map(|url| {
@@ -159,17 +144,18 @@ impl Source for SqsSource {
 }
 
 /// One queue being consumed.
-struct Queue {
-    client: Client,
-    url: String,
-    topic: String,
-    fifo: bool,
-    visibility: Duration,
-    metrics: SqsMetrics,
-    dead_letters: Option<Arc<DeadLetterQueue>>,
+pub(crate) struct Queue {
+    pub(crate) client: Client,
+    pub(crate) url: String,
+    pub(crate) topic: String,
+    pub(crate) fifo: bool,
+    pub(crate) visibility: Duration,
+    pub(crate) metrics: SqsMetrics,
+    pub(crate) dead_letters: Option<Arc<DeadLetterQueue>>,
 }
 
-fn secs(d: Duration) -> i32 {
+/// Whole seconds, rounded up, as SQS takes them.
+pub(crate) fn secs(d: Duration) -> i32 {
     i32::try_from(d.as_secs_f64().ceil() as u64).unwrap_or(i32::MAX)
 }
 
@@ -428,133 +414,6 @@ impl Queue {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = cancel.cancelled() => return,
-            }
-        }
-    }
-}
-
-/// The dead-letter queue.
-struct DeadLetterQueue {
-    client: Client,
-    url: String,
-    fifo: bool,
-    metrics: SqsMetrics,
-}
-
-/// Settles one received message.
-struct SqsAck {
-    queue: Arc<Queue>,
-    receipt: String,
-    message_id: String,
-    receive_count: u32,
-    group: Option<String>,
-    body: Option<String>,
-    attributes: Vec<(String, MessageAttributeValue)>,
-    deletes: mpsc::UnboundedSender<String>,
-    /// Stops the heartbeat when the message is settled (or the handle dropped).
-    _heartbeat: DropGuard,
-}
-
-impl SqsAck {
-    fn delete(self) {
-        // The deleter outlives every handle; a failed send means shutdown already flushed,
-        // and the message is simply delivered again.
-        let _ = self.deletes.send(self.receipt);
-    }
-
-    async fn set_visibility(&self, after: Duration) {
-        if let Err(e) = self
-            .queue
-            .client
-            .change_message_visibility()
-            .queue_url(&self.queue.url)
-            .receipt_handle(&self.receipt)
-            .visibility_timeout(secs(after))
-            .send()
-            .await
-        {
-            tracing::warn!(queue_url = %self.queue.url, error = %describe(e), "cannot change visibility; the message comes back when its current timeout ends");
-        }
-    }
-
-    /// Sends the message to the dead-letter queue; `false` if that failed.
-    async fn send_dead_letter(&self, dlq: &DeadLetterQueue, letter: &DeadLetter) -> bool {
-        let ours = [
-            (attributes::FUNCTION, letter.functions()),
-            (attributes::STATUS, letter.statuses()),
-            (attributes::ERROR, letter.errors()),
-            (attributes::RECEIVE_COUNT, self.receive_count.to_string()),
-            (attributes::QUEUE_URL, self.queue.url.clone()),
-            (attributes::MESSAGE_ID, self.message_id.clone()),
-        ];
-        let mut request = dlq
-            .client
-            .send_message()
-            .queue_url(&dlq.url)
-            .message_body(self.body.clone().unwrap_or_default());
-        let mut count = 0;
-        for (k, v) in ours {
-            if let Ok(value) = MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(if v.is_empty() { "-".to_owned() } else { v })
-                .build()
-            {
-                request = request.message_attributes(k, value);
-                count += 1;
-            }
-        }
-        for (k, v) in &self.attributes {
-            if count >= MAX_ATTRIBUTES {
-                tracing::debug!(attribute = %k, "dead letter has too many attributes for SQS: dropped");
-                continue;
-            }
-            request = request.message_attributes(k, v.clone());
-            count += 1;
-        }
-        if dlq.fifo {
-            request = request
-                .message_group_id(self.group.clone().unwrap_or_else(|| "dead-letters".into()))
-                .message_deduplication_id(self.message_id.clone());
-        }
-        match request.send().await {
-            Ok(_) => {
-                dlq.metrics
-                    .dead_letters
-                    .with_label_values(&[&self.queue.url])
-                    .inc();
-                true
-            }
-            Err(e) => {
-                tracing::warn!(dead_letter_queue_url = %dlq.url, error = %describe(e), "cannot send the dead letter; the message stays in its queue and comes back");
-                false
-            }
-        }
-    }
-}
-
-#[async_trait]
-impl Acknowledge for SqsAck {
-    async fn ack(self: Box<Self>) {
-        self.delete();
-    }
-
-    /// Makes the message visible again after `retry_after` (at once when `None`), so SQS
-    /// redelivers it without the connector holding it.
-    async fn nack(self: Box<Self>, retry_after: Option<Duration>) {
-        self.set_visibility(retry_after.unwrap_or_default()).await;
-    }
-
-    async fn dead_letter(self: Box<Self>, letter: DeadLetter) {
-        match self.queue.dead_letters.clone() {
-            Some(dlq) => {
-                if self.send_dead_letter(&dlq, &letter).await {
-                    tracing::info!(queue_url = %self.queue.url, message_id = %self.message_id, dead_letter_queue_url = %dlq.url, "message dead-lettered");
-                    self.delete();
-                }
-            }
-            None => {
-                tracing::warn!(queue_url = %self.queue.url, message_id = %self.message_id, receive_count = self.receive_count, %letter,
-                    "no dead_letter_queue_url: the message is left in its queue for the queue's redrive policy");
             }
         }
     }

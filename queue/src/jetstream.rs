@@ -9,11 +9,12 @@ use async_nats::jetstream::{self, AckKind, consumer::pull, stream};
 use async_trait::async_trait;
 use base64::Engine;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
+use tributary_core::queue::{AsyncQueue, BoxError, DeadLetterRecord, QueueError, QueuedRequest};
 
-use super::{DeadLetterRecord, Lease, Leased, Queue, QueueError, QueuedRequest};
+use crate::backend::{Backend, Lease, Leased};
 
 /// The stream of queued requests.
 pub const REQUEST_STREAM: &str = "faas-request";
@@ -35,6 +36,15 @@ fn decode<T: serde::de::DeserializeOwned>(value: &str) -> Option<T> {
     serde_json::from_slice(&raw).ok()
 }
 
+/// An error of the JetStream queue at `url`, while doing `what`.
+fn error(url: &str, what: &str, source: impl Into<BoxError>) -> QueueError {
+    QueueError::Backend {
+        queue: format!("NATS JetStream queue ({url})"),
+        what: what.to_owned(),
+        source: source.into(),
+    }
+}
+
 /// The JetStream-backed queue.
 pub struct JetStreamQueue {
     url: String,
@@ -53,15 +63,11 @@ impl JetStreamQueue {
         ack_wait: Duration,
         max_ack_pending: i64,
     ) -> Result<Self, QueueError> {
-        let fail = |e: &dyn std::fmt::Display| QueueError::Nats {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        };
         let client = async_nats::ConnectOptions::new()
             .name("tributary-queue")
             .connect(url)
             .await
-            .map_err(|e| fail(&format!("cannot connect: {e}")))?;
+            .map_err(|e| error(url, "cannot connect", e))?;
         let js = jetstream::new(client.clone());
         let requests = js
             .get_or_create_stream(stream::Config {
@@ -73,9 +79,11 @@ impl JetStreamQueue {
             })
             .await
             .map_err(|e| {
-                fail(&format!(
-                    "stream {REQUEST_STREAM}: {e} (is JetStream enabled? nats-server -js)"
-                ))
+                error(
+                    url,
+                    &format!("cannot create stream {REQUEST_STREAM} (is JetStream enabled? nats-server -js)"),
+                    e,
+                )
             })?;
         js.get_or_create_stream(stream::Config {
             name: DEAD_LETTER_STREAM.into(),
@@ -84,7 +92,13 @@ impl JetStreamQueue {
             ..Default::default()
         })
         .await
-        .map_err(|e| fail(&format!("stream {DEAD_LETTER_STREAM}: {e}")))?;
+        .map_err(|e| {
+            error(
+                url,
+                &format!("cannot create stream {DEAD_LETTER_STREAM}"),
+                e,
+            )
+        })?;
         let consumer = requests
             .get_or_create_consumer(
                 CONSUMER,
@@ -98,7 +112,7 @@ impl JetStreamQueue {
                 },
             )
             .await
-            .map_err(|e| fail(&format!("consumer {CONSUMER}: {e}")))?;
+            .map_err(|e| error(url, &format!("cannot create consumer {CONSUMER}"), e))?;
         tracing::info!(%url, stream = REQUEST_STREAM, consumer = CONSUMER, ?ack_wait, "NATS JetStream queue connected");
         Ok(Self {
             url: url.to_owned(),
@@ -110,73 +124,67 @@ impl JetStreamQueue {
         })
     }
 
-    fn err(&self, e: impl std::fmt::Display) -> QueueError {
-        QueueError::Nats {
-            url: self.url.clone(),
-            reason: e.to_string(),
-        }
-    }
-}
-
-#[async_trait]
-impl Queue for JetStreamQueue {
-    fn backend(&self) -> &'static str {
-        "nats"
+    fn err(&self, what: &str, source: impl Into<BoxError>) -> QueueError {
+        error(&self.url, what, source)
     }
 
-    async fn enqueue(&self, request: QueuedRequest) -> Result<(), QueueError> {
-        let meta = encode(&request);
-        let limit = self.client.server_info().max_payload;
-        let size = request.body.len() + meta.len() + 64;
-        if size > limit {
-            return Err(QueueError::TooLarge {
-                size: request.body.len(),
-                limit: limit.saturating_sub(meta.len() + 64),
-                what: "the NATS server's max_payload",
-            });
-        }
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(META_HEADER, meta.as_str());
-        let subject = format!(
-            "{REQUEST_STREAM}.{}.{}",
-            request.function, request.namespace
-        );
-        let ack = self
+    /// A stream and its current state.
+    async fn stream(&self, name: &str) -> Result<(stream::Stream, stream::State), QueueError> {
+        let what = || format!("cannot read stream {name}");
+        let mut s = self
             .js
-            .publish_with_headers(subject, headers, request.body.clone())
+            .get_stream(name)
             .await
-            .map_err(|e| self.err(e))?;
-        ack.await
-            .map_err(|e| self.err(format!("not stored: {e}")))?;
-        Ok(())
+            .map_err(|e| self.err(&what(), e))?;
+        let state = s
+            .info()
+            .await
+            .map_err(|e| self.err(&what(), e))?
+            .state
+            .clone();
+        Ok((s, state))
     }
 
-    async fn lease(&self, cancel: &CancellationToken) -> Result<Option<Leased>, QueueError> {
-        let mut guard = tokio::select! {
-            g = self.messages.lock() => g,
-            _ = cancel.cancelled() => return Ok(None),
-        };
+    /// The next request from the pull stream; `None` once `cancel` fires.
+    async fn next(
+        &self,
+        stream: &mut Option<pull::Stream>,
+        cancel: &CancellationToken,
+        wait: bool,
+    ) -> Result<Option<Leased>, QueueError> {
         loop {
-            let stream = match &mut *guard {
-                Some(stream) => stream,
-                slot @ None => {
-                    slot.insert(self.consumer.messages().await.map_err(|e| self.err(e))?)
-                }
+            if stream.is_none() {
+                *stream = Some(
+                    self.consumer
+                        .messages()
+                        .await
+                        .map_err(|e| self.err("cannot pull from consumer", e))?,
+                );
+            }
+            let Some(messages) = stream.as_mut() else {
+                continue;
             };
-            let next = tokio::select! {
-                n = stream.next() => n,
-                _ = cancel.cancelled() => return Ok(None),
+            let next = if wait {
+                tokio::select! {
+                    n = messages.next() => n,
+                    _ = cancel.cancelled() => return Ok(None),
+                }
+            } else {
+                match messages.next().now_or_never() {
+                    Some(n) => n,
+                    None => return Ok(None),
+                }
             };
             let message = match next {
                 Some(Ok(m)) => m,
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "JetStream pull failed; re-subscribing");
-                    *guard = None;
+                    *stream = None;
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
                 None => {
-                    *guard = None;
+                    *stream = None;
                     continue;
                 }
             };
@@ -206,25 +214,49 @@ impl Queue for JetStreamQueue {
             }));
         }
     }
+}
+
+#[async_trait]
+impl AsyncQueue for JetStreamQueue {
+    fn backend(&self) -> &'static str {
+        "nats"
+    }
+
+    async fn enqueue(&self, request: QueuedRequest) -> Result<(), QueueError> {
+        let meta = encode(&request);
+        let limit = self.client.server_info().max_payload;
+        let size = request.body.len() + meta.len() + 64;
+        if size > limit {
+            return Err(QueueError::TooLarge {
+                size: request.body.len(),
+                limit: limit.saturating_sub(meta.len() + 64),
+                what: "the NATS server's max_payload",
+            });
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(META_HEADER, meta.as_str());
+        let subject = format!(
+            "{REQUEST_STREAM}.{}.{}",
+            request.function, request.namespace
+        );
+        let ack = self
+            .js
+            .publish_with_headers(subject, headers, request.body.clone())
+            .await
+            .map_err(|e| self.err("cannot publish the request", e))?;
+        ack.await
+            .map_err(|e| self.err("the request was not stored", e))?;
+        Ok(())
+    }
 
     async fn depth(&self) -> Result<u64, QueueError> {
-        let mut s = self
-            .js
-            .get_stream(REQUEST_STREAM)
-            .await
-            .map_err(|e| self.err(e))?;
-        let info = s.info().await.map_err(|e| self.err(e))?;
-        Ok(info.state.messages)
+        let (_, state) = self.stream(REQUEST_STREAM).await?;
+        Ok(state.messages)
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterRecord>, QueueError> {
-        let mut s = self
-            .js
-            .get_stream(DEAD_LETTER_STREAM)
-            .await
-            .map_err(|e| self.err(e))?;
-        let info = s.info().await.map_err(|e| self.err(e))?;
-        let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+        let (s, state) = self.stream(DEAD_LETTER_STREAM).await?;
+        let (first, last) = (state.first_sequence, state.last_sequence);
         let mut out = Vec::new();
         let mut seq = last;
         while seq >= first && seq > 0 && out.len() < limit {
@@ -240,6 +272,29 @@ impl Queue for JetStreamQueue {
         }
         Ok(out)
     }
+}
+
+#[async_trait]
+impl Backend for JetStreamQueue {
+    async fn lease(
+        &self,
+        max: usize,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Leased>, QueueError> {
+        let mut stream = tokio::select! {
+            g = self.messages.lock() => g,
+            _ = cancel.cancelled() => return Ok(Vec::new()),
+        };
+        let mut leased = Vec::new();
+        // Wait for the first; take whatever else is already buffered, up to `max`.
+        while leased.len() < max.max(1) {
+            match self.next(&mut stream, cancel, leased.is_empty()).await? {
+                Some(l) => leased.push(l),
+                None => break,
+            }
+        }
+        Ok(leased)
+    }
 
     fn lease_refresh(&self) -> Duration {
         self.ack_wait / 3
@@ -253,22 +308,25 @@ struct JetStreamLease {
 }
 
 impl JetStreamLease {
-    fn err(&self, e: impl std::fmt::Display) -> QueueError {
-        QueueError::Nats {
-            url: self.url.clone(),
-            reason: e.to_string(),
-        }
+    fn err(&self, what: &str, source: impl Into<BoxError>) -> QueueError {
+        error(&self.url, what, source)
     }
 
     async fn send(&self, kind: AckKind) -> Result<(), QueueError> {
-        self.message.ack_with(kind).await.map_err(|e| self.err(e))
+        self.message
+            .ack_with(kind)
+            .await
+            .map_err(|e| self.err("cannot acknowledge the request", e))
     }
 }
 
 #[async_trait]
 impl Lease for JetStreamLease {
     async fn ack(&self) -> Result<(), QueueError> {
-        self.message.double_ack().await.map_err(|e| self.err(e))
+        self.message
+            .double_ack()
+            .await
+            .map_err(|e| self.err("cannot acknowledge the request", e))
     }
 
     async fn retry(&self, delay: Duration) -> Result<(), QueueError> {
@@ -284,9 +342,9 @@ impl Lease for JetStreamLease {
             .js
             .publish_with_headers(subject, headers, payload)
             .await
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.err("cannot publish the dead letter", e))?;
         ack.await
-            .map_err(|e| self.err(format!("dead letter not stored: {e}")))?;
+            .map_err(|e| self.err("the dead letter was not stored", e))?;
         self.send(AckKind::Term).await
     }
 

@@ -13,13 +13,16 @@ use bytes::Bytes;
 use rusqlite::{Connection, params};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tributary_core::queue::{
+    AsyncQueue, BoxError, DeadLetterRecord, QueueError, QueuedRequest, now_ms,
+};
 
-use super::{DeadLetterRecord, Lease, Leased, Queue, QueueError, QueuedRequest, now_ms};
+use crate::backend::{Backend, Lease, Leased};
 
 /// How long a lease lasts before another worker may take the request.
 const LEASE: Duration = Duration::from_secs(60);
-/// Requests leased per transaction.
-const BATCH: i64 = 16;
+/// The most requests leased in one transaction.
+const BATCH: usize = 64;
 /// How often waiting workers look for delayed retries coming due.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -47,16 +50,22 @@ struct Db {
     path: PathBuf,
 }
 
+/// An error of the embedded queue at `path`, while doing `what`.
+fn error(path: &Path, what: &str, source: impl Into<BoxError>) -> QueueError {
+    QueueError::Backend {
+        queue: format!("embedded queue ({})", path.display()),
+        what: what.to_owned(),
+        source: source.into(),
+    }
+}
+
 impl Db {
-    fn err(&self, e: impl std::fmt::Display) -> QueueError {
-        QueueError::Sqlite {
-            path: self.path.display().to_string(),
-            reason: e.to_string(),
-        }
+    fn err(&self, what: &str, source: impl Into<BoxError>) -> QueueError {
+        error(&self.path, what, source)
     }
 
-    /// Runs `f` on the connection in a blocking thread.
-    async fn run<T, F>(self: &Arc<Self>, f: F) -> Result<T, QueueError>
+    /// Runs `f` on the connection in a blocking thread; `what` names it in errors.
+    async fn run<T, F>(self: &Arc<Self>, what: &'static str, f: F) -> Result<T, QueueError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -64,10 +73,10 @@ impl Db {
         let db = self.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = db.conn.lock().unwrap_or_else(|e| e.into_inner());
-            f(&mut conn).map_err(|e| db.err(e))
+            f(&mut conn).map_err(|e| db.err(what, e))
         })
         .await
-        .map_err(|e| self.err(e))?
+        .map_err(|e| self.err(what, e))?
     }
 }
 
@@ -76,36 +85,31 @@ impl Db {
 pub struct SqliteQueue {
     db: Arc<Db>,
     notify: Arc<Notify>,
-    buffer: Arc<tokio::sync::Mutex<std::collections::VecDeque<Leased>>>,
 }
 
 impl SqliteQueue {
-    /// Opens (or creates) the queue database at `path`.
+    /// Opens (or creates) the queue database at `path`. Blocking: call it before serving.
     pub fn open(path: &Path) -> Result<Self, QueueError> {
-        let fail = |e: &dyn std::fmt::Display| QueueError::Sqlite {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
+            std::fs::create_dir_all(dir).map_err(|e| error(path, "cannot create its folder", e))?;
         }
-        let conn = Connection::open(path).map_err(|e| fail(&e))?;
+        let fail = |e: rusqlite::Error| error(path, "cannot open it", e);
+        let conn = Connection::open(path).map_err(fail)?;
         conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| fail(&e))?;
+            .map_err(fail)?;
         conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(|e| fail(&e))?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(|e| fail(&e))?;
-        conn.execute_batch(SCHEMA).map_err(|e| fail(&e))?;
+            .map_err(fail)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(fail)?;
+        conn.execute_batch(SCHEMA).map_err(fail)?;
         let released = conn
             .execute(
                 "UPDATE requests SET leased_until = 0 WHERE leased_until > 0",
                 [],
             )
-            .map_err(|e| fail(&e))?;
+            .map_err(fail)?;
         let waiting: i64 = conn
             .query_row("SELECT COUNT(*) FROM requests", [], |r| r.get(0))
-            .map_err(|e| fail(&e))?;
+            .map_err(fail)?;
         tracing::info!(path = %path.display(), waiting, released, "embedded queue opened");
         Ok(Self {
             db: Arc::new(Db {
@@ -113,21 +117,16 @@ impl SqliteQueue {
                 path: path.to_owned(),
             }),
             notify: Arc::new(Notify::new()),
-            buffer: Arc::default(),
         })
     }
 
-    /// Leases up to [`BATCH`] due requests in one transaction; the first is returned and the
-    /// rest wait in the local buffer for the next calls.
-    async fn try_lease(&self) -> Result<Option<Leased>, QueueError> {
-        let mut buffer = self.buffer.lock().await;
-        if let Some(leased) = buffer.pop_front() {
-            return Ok(Some(leased));
-        }
+    /// Leases up to `max` due requests in one transaction, oldest first.
+    async fn try_lease(&self, max: usize) -> Result<Vec<Leased>, QueueError> {
         let token = fastrand::i64(1..i64::MAX);
-        let rows = self
+        let limit = i64::try_from(max.clamp(1, BATCH)).unwrap_or(1);
+        let mut rows = self
             .db
-            .run(move |conn| {
+            .run("cannot lease requests", move |conn| {
                 let now = now_ms();
                 let mut stmt = conn.prepare_cached(
                     "UPDATE requests SET leased_until = ?1, lease_token = ?2, attempts = attempts + 1
@@ -136,7 +135,7 @@ impl SqliteQueue {
                      RETURNING id, meta, body, attempts",
                 )?;
                 let rows = stmt.query_map(
-                    params![now + LEASE.as_millis() as i64, token, now, BATCH],
+                    params![now + LEASE.as_millis() as i64, token, now, limit],
                     |r| {
                         Ok((
                             r.get::<_, i64>(0)?,
@@ -149,13 +148,13 @@ impl SqliteQueue {
                 rows.collect::<rusqlite::Result<Vec<_>>>()
             })
             .await?;
-        let mut rows = rows;
         rows.sort_by_key(|r| r.0);
+        let mut leased = Vec::with_capacity(rows.len());
         for (id, meta, body, attempt) in rows {
             let mut request: QueuedRequest = serde_json::from_str(&meta)
-                .map_err(|e| self.db.err(format!("corrupt row {id}: {e}")))?;
+                .map_err(|e| self.db.err(&format!("row {id} is corrupt"), e))?;
             request.body = Bytes::from(body);
-            buffer.push_back(Leased {
+            leased.push(Leased {
                 request,
                 attempt,
                 lease: Box::new(SqliteLease {
@@ -166,21 +165,22 @@ impl SqliteQueue {
                 }),
             });
         }
-        Ok(buffer.pop_front())
+        Ok(leased)
     }
 }
 
 #[async_trait]
-impl Queue for SqliteQueue {
+impl AsyncQueue for SqliteQueue {
     fn backend(&self) -> &'static str {
         "embedded"
     }
 
     async fn enqueue(&self, request: QueuedRequest) -> Result<(), QueueError> {
-        let meta = serde_json::to_string(&request).map_err(|e| self.db.err(e))?;
+        let meta = serde_json::to_string(&request)
+            .map_err(|e| self.db.err("cannot encode the request", e))?;
         let body = request.body.to_vec();
         self.db
-            .run(move |conn| {
+            .run("cannot store the request", move |conn| {
                 conn.pragma_update(None, "synchronous", "FULL")?;
                 let inserted = conn.execute(
                     "INSERT INTO requests (meta, body, available_at) VALUES (?1, ?2, ?3)",
@@ -194,23 +194,11 @@ impl Queue for SqliteQueue {
         Ok(())
     }
 
-    async fn lease(&self, cancel: &CancellationToken) -> Result<Option<Leased>, QueueError> {
-        loop {
-            let notified = self.notify.notified();
-            if let Some(leased) = self.try_lease().await? {
-                return Ok(Some(leased));
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => return Ok(None),
-                _ = notified => {}
-                _ = tokio::time::sleep(POLL) => {}
-            }
-        }
-    }
-
     async fn depth(&self) -> Result<u64, QueueError> {
         self.db
-            .run(|conn| conn.query_row("SELECT COUNT(*) FROM requests", [], |r| r.get::<_, i64>(0)))
+            .run("cannot count the requests", |conn| {
+                conn.query_row("SELECT COUNT(*) FROM requests", [], |r| r.get::<_, i64>(0))
+            })
             .await
             .map(|n| u64::try_from(n).unwrap_or(0))
     }
@@ -219,7 +207,7 @@ impl Queue for SqliteQueue {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self
             .db
-            .run(move |conn| {
+            .run("cannot list the dead letters", move |conn| {
                 let mut stmt =
                     conn.prepare("SELECT record FROM dead_letters ORDER BY id DESC LIMIT ?1")?;
                 let rows = stmt.query_map([limit], |r| r.get::<_, String>(0))?;
@@ -227,8 +215,32 @@ impl Queue for SqliteQueue {
             })
             .await?;
         rows.iter()
-            .map(|r| serde_json::from_str(r).map_err(|e| self.db.err(e)))
+            .map(|r| {
+                serde_json::from_str(r).map_err(|e| self.db.err("a dead letter is corrupt", e))
+            })
             .collect()
+    }
+}
+
+#[async_trait]
+impl Backend for SqliteQueue {
+    async fn lease(
+        &self,
+        max: usize,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Leased>, QueueError> {
+        loop {
+            let notified = self.notify.notified();
+            let leased = self.try_lease(max).await?;
+            if !leased.is_empty() {
+                return Ok(leased);
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(Vec::new()),
+                _ = notified => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
     }
 
     fn lease_refresh(&self) -> Duration {
@@ -248,7 +260,7 @@ impl Lease for SqliteLease {
     async fn ack(&self) -> Result<(), QueueError> {
         let (id, token) = (self.id, self.token);
         self.db
-            .run(move |conn| {
+            .run("cannot remove the request", move |conn| {
                 conn.execute(
                     "DELETE FROM requests WHERE id = ?1 AND lease_token = ?2",
                     params![id, token],
@@ -261,7 +273,7 @@ impl Lease for SqliteLease {
     async fn retry(&self, delay: Duration) -> Result<(), QueueError> {
         let (id, token) = (self.id, self.token);
         self.db
-            .run(move |conn| {
+            .run("cannot put the request back", move |conn| {
                 conn.execute(
                     "UPDATE requests SET available_at = ?1, leased_until = 0 WHERE id = ?2 AND lease_token = ?3",
                     params![now_ms() + delay.as_millis() as i64, id, token],
@@ -276,9 +288,10 @@ impl Lease for SqliteLease {
 
     async fn dead_letter(&self, record: DeadLetterRecord) -> Result<(), QueueError> {
         let (id, token) = (self.id, self.token);
-        let record = serde_json::to_string(&record).map_err(|e| self.db.err(e))?;
+        let record = serde_json::to_string(&record)
+            .map_err(|e| self.db.err("cannot encode the dead letter", e))?;
         self.db
-            .run(move |conn| {
+            .run("cannot store the dead letter", move |conn| {
                 let tx = conn.transaction()?;
                 let moved = tx.execute(
                     "INSERT INTO dead_letters (record, meta, body)
@@ -299,7 +312,7 @@ impl Lease for SqliteLease {
     async fn extend(&self) -> Result<(), QueueError> {
         let (id, token) = (self.id, self.token);
         self.db
-            .run(move |conn| {
+            .run("cannot extend the lease", move |conn| {
                 conn.execute(
                     "UPDATE requests SET leased_until = ?1 WHERE id = ?2 AND lease_token = ?3",
                     params![now_ms() + LEASE.as_millis() as i64, id, token],
@@ -337,7 +350,16 @@ mod tests {
         q.enqueue(request("b")).await.expect("enqueue");
         assert_eq!(q.depth().await.expect("depth"), 2);
         let cancel = CancellationToken::new();
-        let a = q.lease(&cancel).await.expect("lease").expect("some");
+        let one = |max| {
+            let q = q.clone();
+            let cancel = cancel.clone();
+            async move {
+                let mut leased = q.lease(max, &cancel).await.expect("lease");
+                assert_eq!(leased.len(), 1, "leased exactly one");
+                leased.remove(0)
+            }
+        };
+        let a = one(1).await;
         assert_eq!(a.request.call_id, "a");
         assert_eq!(a.request.body, Bytes::from_static(b"body"));
         assert_eq!(a.attempt, 1);
@@ -346,10 +368,10 @@ mod tests {
             .retry(Duration::from_millis(300))
             .await
             .expect("retry");
-        let b = q.lease(&cancel).await.expect("lease").expect("some");
+        let b = one(1).await;
         assert_eq!(b.request.call_id, "b");
         b.lease.ack().await.expect("ack");
-        let a2 = q.lease(&cancel).await.expect("lease").expect("some");
+        let a2 = one(5).await;
         assert_eq!((a2.request.call_id.as_str(), a2.attempt), ("a", 2));
         let record = DeadLetterRecord {
             call_id: "a".into(),
@@ -376,16 +398,16 @@ mod tests {
         {
             let q = SqliteQueue::open(&path).expect("opens");
             q.enqueue(request("x")).await.expect("enqueue");
-            let leased = q.lease(&CancellationToken::new()).await.expect("lease");
-            assert!(leased.is_some());
+            let leased = q.lease(10, &CancellationToken::new()).await.expect("lease");
+            assert_eq!(leased.len(), 1);
             // Dropped without ack, as if the process died mid-call.
         }
         let q = SqliteQueue::open(&path).expect("reopens");
         let again = q
-            .lease(&CancellationToken::new())
+            .lease(10, &CancellationToken::new())
             .await
             .expect("lease")
-            .expect("redelivered");
+            .remove(0);
         assert_eq!((again.request.call_id.as_str(), again.attempt), ("x", 2));
     }
 }

@@ -1,0 +1,459 @@
+//! The dispatcher: takes admitted messages, keeps order per key, and runs one delivery task per
+//! message that invokes every target, applies the retry policy and settles the message.
+//!
+//! A delivery task that panics (in an invocation or in a [`ResponseSubscriber`]) still settles:
+//! its message is nacked (its [`crate::ack::Pending`] handle nacks on drop), its permit is
+//! released and the messages waiting behind its key go on.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tributary_core::retry::{RetrySettings, retry_after};
+
+use crate::invoker::{Delivery, InvocationOutcome, Invoker, Request};
+use crate::message::{DeadLetter, FailedInvocation, Message};
+use crate::metrics::ConnectorMetrics;
+use crate::runtime::ResponseSubscriber;
+use crate::source::{Admitted, DeliveryOrder, RetryPolicy};
+use crate::topic_map::{TopicMap, TopicMapSync};
+
+/// How long a message naming an unknown function waits between topic map refreshes.
+const UNKNOWN_FUNCTION_REFRESH: Duration = Duration::from_secs(1);
+
+/// A target function and its retry settings (`None`: not in the topic map yet).
+type Target = (String, Option<Arc<RetrySettings>>);
+
+/// What every delivery task shares.
+pub(crate) struct Shared {
+    pub(crate) invoker: Invoker,
+    pub(crate) sync: TopicMapSync,
+    pub(crate) metrics: ConnectorMetrics,
+    pub(crate) subscribers: Vec<Arc<dyn ResponseSubscriber>>,
+    pub(crate) policy: RetryPolicy,
+    pub(crate) defaults: RetrySettings,
+    pub(crate) print_request_body: bool,
+    pub(crate) cancel: CancellationToken,
+}
+
+impl Shared {
+    /// A function's retry settings: the defaults overridden by its annotations.
+    fn settings(&self, map: &TopicMap, function: &str) -> Option<RetrySettings> {
+        let f = map.function(function)?;
+        Some(
+            self.defaults
+                .clone()
+                .with_annotations(function, |k| f.annotation(k)),
+        )
+    }
+}
+
+pub(crate) struct Dispatcher {
+    shared: Arc<Shared>,
+    order: DeliveryOrder,
+    tasks: JoinSet<()>,
+    /// Keys with a message in flight, and the messages waiting behind it.
+    keyed: HashMap<String, VecDeque<(Admitted, Vec<Target>)>>,
+    done_tx: mpsc::UnboundedSender<String>,
+    done_rx: mpsc::UnboundedReceiver<String>,
+    /// Retry settings per function, parsed once per topic map.
+    settings: (Arc<TopicMap>, HashMap<String, Arc<RetrySettings>>),
+}
+
+impl Dispatcher {
+    pub(crate) fn new(shared: Shared, order: DeliveryOrder) -> Self {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Self {
+            shared: Arc::new(shared),
+            order,
+            tasks: JoinSet::new(),
+            keyed: HashMap::new(),
+            done_tx,
+            done_rx,
+            settings: (Arc::default(), HashMap::new()),
+        }
+    }
+
+    /// Takes messages until the source ends or shutdown, then drains.
+    pub(crate) async fn dispatch(&mut self, mut rx: mpsc::Receiver<Admitted>) {
+        let cancel = self.shared.cancel.clone();
+        let mut source_open = true;
+        loop {
+            if !source_open && self.tasks.is_empty() && self.keyed.is_empty() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                Some(key) = self.done_rx.recv() => self.key_done(key),
+                Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => report(joined),
+                admitted = rx.recv(), if source_open => match admitted {
+                    Some(a) => self.admit(a),
+                    None => source_open = false,
+                },
+            }
+        }
+        if cancel.is_cancelled() {
+            // Stop taking messages; hand back what was admitted but never started.
+            rx.close();
+            let mut handed_back = 0usize;
+            while let Some(a) = rx.recv().await {
+                self.shared.metrics.received(&a.message.topic);
+                hand_back(&self.shared.metrics, a).await;
+                handed_back += 1;
+            }
+            for (_, queue) in std::mem::take(&mut self.keyed) {
+                for (a, _) in queue {
+                    hand_back(&self.shared.metrics, a).await;
+                    handed_back += 1;
+                }
+            }
+            tracing::info!(
+                in_flight = self.tasks.len(),
+                handed_back,
+                "shutting down: finishing in-flight messages"
+            );
+        }
+        while let Some(joined) = self.tasks.join_next().await {
+            report(joined);
+        }
+    }
+
+    /// The targets of a message with their retry settings.
+    fn targets(&mut self, message: &Message) -> Vec<Target> {
+        let map = self.shared.sync.topic_map();
+        if !Arc::ptr_eq(&self.settings.0, &map) {
+            self.settings = (map.clone(), HashMap::new());
+        }
+        let functions = message.resolve_targets(|topic| map.functions_for(topic).to_vec());
+        functions
+            .into_iter()
+            .map(|f| {
+                let settings = match self.settings.1.get(&f) {
+                    Some(s) => Some(s.clone()),
+                    None => self.shared.settings(&map, &f).map(|s| {
+                        let s = Arc::new(s);
+                        self.settings.1.insert(f.clone(), s.clone());
+                        s
+                    }),
+                };
+                (f, settings)
+            })
+            .collect()
+    }
+
+    fn admit(&mut self, a: Admitted) {
+        let topic = a.message.topic.clone();
+        self.shared.metrics.received(&topic);
+        let targets = self.targets(&a.message);
+        if targets.is_empty() {
+            tracing::debug!(%topic, "no function subscribes to this topic; acknowledging");
+            self.shared.metrics.unrouted(&topic);
+            self.tasks.spawn(async move {
+                a.message.ack.ack().await;
+                drop(a.permit);
+            });
+            return;
+        }
+        let key = match (self.order, &a.message.key) {
+            (DeliveryOrder::PerKey, Some(k)) => Some(k.clone()),
+            _ => None,
+        };
+        if let Some(k) = &key {
+            if let Some(queue) = self.keyed.get_mut(k) {
+                queue.push_back((a, targets));
+                return;
+            }
+            self.keyed.insert(k.clone(), VecDeque::new());
+        }
+        self.start(a, targets, key);
+    }
+
+    fn key_done(&mut self, key: String) {
+        let next = self.keyed.get_mut(&key).and_then(VecDeque::pop_front);
+        match next {
+            Some((a, targets)) => self.start(a, targets, Some(key)),
+            None => {
+                self.keyed.remove(&key);
+            }
+        }
+    }
+
+    fn start(&mut self, a: Admitted, targets: Vec<Target>, key: Option<String>) {
+        let guard = Settling {
+            metrics: self.shared.metrics.clone(),
+            topic: a.message.topic.clone(),
+            key: key.map(|k| (k, self.done_tx.clone())),
+            settled: false,
+        };
+        self.tasks
+            .spawn(deliver(self.shared.clone(), a, targets, guard));
+    }
+}
+
+/// Logs a delivery task that panicked; its guards have already settled its message.
+fn report(joined: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = joined
+        && e.is_panic()
+    {
+        tracing::error!(error = %e, "a delivery task panicked (in an invocation or a response subscriber); its message was nacked");
+    }
+}
+
+/// Releases a delivery's key and counts it nacked if the task ended without settling it.
+struct Settling {
+    metrics: ConnectorMetrics,
+    topic: String,
+    key: Option<(String, mpsc::UnboundedSender<String>)>,
+    settled: bool,
+}
+
+impl Drop for Settling {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.metrics.nacked(&self.topic);
+        }
+        if let Some((key, done)) = self.key.take() {
+            let _ = done.send(key);
+        }
+    }
+}
+
+/// Gives a message that was admitted but never started back to its source.
+async fn hand_back(metrics: &ConnectorMetrics, a: Admitted) {
+    metrics.nacked(&a.message.topic);
+    a.message.ack.nack(None).await;
+    drop(a.permit);
+}
+
+/// Delivers one message to its targets and settles it.
+async fn deliver(shared: Arc<Shared>, a: Admitted, targets: Vec<Target>, mut guard: Settling) {
+    let Admitted { message, permit } = a;
+    let Message {
+        topic,
+        payload,
+        headers,
+        context,
+        mut ack,
+        delivery_count,
+        call,
+        ..
+    } = message;
+    if shared.print_request_body {
+        tracing::info!(%topic, body = %String::from_utf8_lossy(&payload), "request");
+    }
+    let req = Request {
+        topic: &topic,
+        payload: &payload,
+        headers: &headers,
+        context: &context,
+        call: call.as_ref(),
+    };
+    let mut settings = Vec::with_capacity(targets.len());
+    for (function, known) in &targets {
+        settings.push(match known {
+            Some(s) => s.clone(),
+            None => Arc::new(unknown_function_settings(&shared, function).await),
+        });
+    }
+    let max_retries = |s: &RetrySettings| match shared.policy {
+        RetryPolicy::Redeliver => 0,
+        _ => s.max_retries(),
+    };
+    let mut outcomes =
+        futures::future::join_all(targets.iter().zip(&settings).map(|((f, _), s)| {
+            shared
+                .invoker
+                .invoke(f, &req, s, max_retries(s), &shared.cancel)
+        }))
+        .await;
+    if shared.policy == RetryPolicy::UntilDelivered {
+        hold_until_delivered(&shared, &req, &settings, &mut outcomes).await;
+    }
+    for o in &outcomes {
+        ack.observe(o);
+        for s in &shared.subscribers {
+            s.response(o);
+        }
+    }
+    let metrics = &shared.metrics;
+    if outcomes.iter().all(|o| o.delivery == Delivery::Delivered) {
+        ack.ack().await;
+        metrics.acked(&topic);
+    } else if outcomes.iter().any(|o| o.delivery == Delivery::Interrupted) {
+        ack.nack(None).await;
+        metrics.nacked(&topic);
+    } else if let Some(wait) = (shared.policy == RetryPolicy::Redeliver)
+        .then(|| redeliver_after(&outcomes, &settings, delivery_count))
+        .flatten()
+    {
+        tracing::debug!(%topic, delivery_count, ?wait, "handing the message back for redelivery");
+        ack.nack(Some(wait)).await;
+        metrics.nacked(&topic);
+    } else {
+        let redelivered = shared.policy == RetryPolicy::Redeliver;
+        let letter = DeadLetter {
+            topic: topic.clone(),
+            failures: outcomes
+                .iter()
+                .filter(|o| o.delivery == Delivery::Failed)
+                .map(|o| FailedInvocation {
+                    function: o.function.clone(),
+                    status: o.status,
+                    error: o.error.clone().unwrap_or_default(),
+                    attempts: if redelivered {
+                        delivery_count
+                    } else {
+                        o.attempts
+                    },
+                    retryable: o.retryable,
+                })
+                .collect(),
+        };
+        tracing::warn!(%letter, "dead-lettering message");
+        ack.dead_letter(letter).await;
+        metrics.dead_lettered(&topic);
+    }
+    guard.settled = true;
+    drop(permit);
+}
+
+/// The retry settings of a function the topic map does not list (yet): refresh it (at most once
+/// a second), then the function's own settings, or the defaults.
+async fn unknown_function_settings(shared: &Shared, function: &str) -> RetrySettings {
+    shared.sync.refresh(UNKNOWN_FUNCTION_REFRESH).await;
+    shared
+        .settings(&shared.sync.topic_map(), function)
+        .unwrap_or_else(|| shared.defaults.clone())
+}
+
+/// [`RetryPolicy::UntilDelivered`]: invokes the functions that failed again, with backoff,
+/// until every one is delivered or shutdown interrupts (the message is then handed back).
+async fn hold_until_delivered(
+    shared: &Shared,
+    req: &Request<'_>,
+    settings: &[Arc<RetrySettings>],
+    outcomes: &mut [InvocationOutcome],
+) {
+    let cancel = &shared.cancel;
+    let mut round = 1u32;
+    while outcomes.iter().any(|o| o.delivery == Delivery::Failed) {
+        round = round.saturating_add(1);
+        let wait = outcomes
+            .iter()
+            .zip(settings)
+            .filter(|(o, _)| o.delivery == Delivery::Failed)
+            .map(|(_, s)| s.backoff(round, None))
+            .max()
+            .unwrap_or_default();
+        for o in outcomes.iter().filter(|o| o.delivery == Delivery::Failed) {
+            tracing::warn!(
+                function = %o.function, topic = %o.topic, status = ?o.status, error = ?o.error,
+                round, ?wait, "delivery failed and there is no dead-letter destination: holding the message (and the ones behind it) and trying again"
+            );
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = cancel.cancelled() => {
+                for o in outcomes.iter_mut().filter(|o| o.delivery == Delivery::Failed) {
+                    o.delivery = Delivery::Interrupted;
+                }
+                return;
+            }
+        }
+        for (o, s) in outcomes.iter_mut().zip(settings) {
+            if o.delivery == Delivery::Failed {
+                let attempts = o.attempts;
+                *o = shared
+                    .invoker
+                    .invoke(&o.function, req, s, s.max_retries(), cancel)
+                    .await;
+                o.attempts = o.attempts.saturating_add(attempts);
+            }
+        }
+    }
+}
+
+/// [`RetryPolicy::Redeliver`]: how long the broker should wait before redelivering, or `None`
+/// when the message is to be dead-lettered (a permanent failure, or a function's attempts used
+/// up).
+fn redeliver_after(
+    outcomes: &[InvocationOutcome],
+    settings: &[Arc<RetrySettings>],
+    delivery_count: u32,
+) -> Option<Duration> {
+    let failed: Vec<_> = outcomes
+        .iter()
+        .zip(settings)
+        .filter(|(o, _)| o.delivery == Delivery::Failed)
+        .collect();
+    if failed.is_empty()
+        || failed
+            .iter()
+            .any(|(o, s)| !o.retryable || delivery_count >= s.attempts)
+    {
+        return None;
+    }
+    failed
+        .iter()
+        .map(|(o, s)| s.backoff(delivery_count, retry_after(&o.headers)))
+        .max()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn failed(
+        status: u16,
+        retryable: bool,
+        retry_after: Option<&'static str>,
+    ) -> InvocationOutcome {
+        let mut headers = http::HeaderMap::new();
+        if let Some(ra) = retry_after {
+            headers.insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static(ra),
+            );
+        }
+        InvocationOutcome {
+            function: "f".into(),
+            topic: "t".into(),
+            delivery: Delivery::Failed,
+            status: Some(status),
+            body: bytes::Bytes::new(),
+            headers,
+            error: None,
+            duration: Duration::ZERO,
+            attempts: 1,
+            retryable,
+            context: Arc::new(BTreeMap::new()),
+        }
+    }
+
+    #[test]
+    fn redelivery_follows_each_functions_attempts_and_retry_after() {
+        let s = Arc::new(RetrySettings::new(
+            3,
+            Duration::from_millis(10),
+            Duration::from_secs(5),
+        ));
+        let settings = [s.clone()];
+        let wait = redeliver_after(&[failed(503, true, Some("2"))], &settings, 1);
+        assert_eq!(wait, Some(Duration::from_secs(2)));
+        assert!(redeliver_after(&[failed(503, true, None)], &settings, 2).is_some());
+        assert_eq!(
+            redeliver_after(&[failed(503, true, None)], &settings, 3),
+            None,
+            "the third delivery was the last attempt"
+        );
+        assert_eq!(
+            redeliver_after(&[failed(400, false, None)], &settings, 1),
+            None
+        );
+    }
+}

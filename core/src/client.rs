@@ -1,0 +1,364 @@
+//! A typed client for an OpenFaaS-compatible gateway (Tributary's or OpenFaaS' own): namespaces,
+//! functions, deploy, update, delete, scale and invocation, with basic auth.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::auth::{BasicAuth, SecretError};
+use crate::http::{HttpClientError, http_client};
+use crate::model::{
+    DeleteFunctionRequest, FunctionDeployment, FunctionStatus, ScaleServiceRequest,
+};
+
+/// Why a gateway call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The base URL is not an http(s) URL.
+    #[error(
+        "gateway_url {url:?} must be an http:// or https:// URL, e.g. http://gateway.openfaas:8080"
+    )]
+    BadUrl {
+        /// The URL given.
+        url: String,
+    },
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    Http(#[from] HttpClientError),
+    /// The gateway could not be reached, or the connection broke.
+    #[error("gateway {url} is unreachable")]
+    Unreachable {
+        /// What was requested.
+        url: String,
+        /// The connection error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The gateway refused the credentials.
+    #[error(
+        "gateway {url} answered 401 Unauthorized: set basic_auth=true and put basic-auth-user and basic-auth-password in secret_mount_path"
+    )]
+    Unauthorized {
+        /// What was requested.
+        url: String,
+    },
+    /// The gateway answered with an unexpected status.
+    #[error("gateway {url} answered {status}: {body}")]
+    Status {
+        /// What was requested.
+        url: String,
+        /// The status code.
+        status: u16,
+        /// The start of the body.
+        body: String,
+    },
+    /// The gateway's JSON could not be read.
+    #[error("gateway {url} sent JSON that cannot be read")]
+    BadJson {
+        /// What was requested.
+        url: String,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Basic-auth credentials could not be read.
+    #[error("basic_auth is on but its credentials cannot be read")]
+    Credentials(#[from] SecretError),
+}
+
+impl ClientError {
+    /// The HTTP status the gateway answered, when that is what failed.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            Self::Unauthorized { .. } => Some(401),
+            _ => None,
+        }
+    }
+}
+
+/// How the client authenticates on `/system/*`.
+#[derive(Debug, Clone, Default)]
+pub enum Auth {
+    /// No credentials.
+    #[default]
+    None,
+    /// Fixed credentials.
+    Basic(BasicAuth),
+    /// `basic-auth-user` and `basic-auth-password` in this folder (`secret_mount_path`), read
+    /// on every call so rotated secrets are picked up.
+    SecretMount(PathBuf),
+}
+
+/// Synchronous (`/function/NAME`) or asynchronous (`/async-function/NAME`) invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Invocation {
+    /// `/function/NAME`: the answer is the function's.
+    #[default]
+    Sync,
+    /// `/async-function/NAME`: queued, 202 Accepted.
+    Async,
+}
+
+/// A client for one gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayClient {
+    http: reqwest::Client,
+    base: String,
+    auth: Auth,
+}
+
+/// The most of an error body kept in [`ClientError::Status`].
+const BODY_EXCERPT: usize = 200;
+
+impl GatewayClient {
+    /// A client for the gateway at `base_url`, whose calls time out after `timeout`.
+    pub fn new(base_url: &str, auth: Auth, timeout: Duration) -> Result<Self, ClientError> {
+        let http = http_client(
+            concat!("tributary/", env!("CARGO_PKG_VERSION")),
+            Some(timeout),
+            8,
+        )?;
+        Self::with_http(base_url, auth, http)
+    }
+
+    /// A client for the gateway at `base_url` sending through `http`.
+    pub fn with_http(
+        base_url: &str,
+        auth: Auth,
+        http: reqwest::Client,
+    ) -> Result<Self, ClientError> {
+        Ok(Self {
+            http,
+            base: check_url(base_url)?,
+            auth,
+        })
+    }
+
+    /// The gateway's base URL, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// A URL on the gateway.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn credentials(&self) -> Result<Option<BasicAuth>, ClientError> {
+        Ok(match &self.auth {
+            Auth::None => None,
+            Auth::Basic(b) => Some(b.clone()),
+            Auth::SecretMount(dir) => Some(BasicAuth::read(dir).await?),
+        })
+    }
+
+    /// Sends a `/system` request with the credentials; answers other than 2xx are errors.
+    async fn system(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<reqwest::Response, ClientError> {
+        let url = self.url(path);
+        let mut request = self.http.request(method, &url);
+        if let Some(auth) = self.credentials().await? {
+            request = request.basic_auth(auth.user, Some(auth.password));
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        match response.status().as_u16() {
+            200..=299 => Ok(response),
+            401 => Err(ClientError::Unauthorized { url }),
+            status => {
+                let body = response.text().await.unwrap_or_default();
+                Err(ClientError::Status {
+                    url,
+                    status,
+                    body: body.trim().chars().take(BODY_EXCERPT).collect(),
+                })
+            }
+        }
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let response = self.system(reqwest::Method::GET, path, None).await?;
+        let url = self.url(path);
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        serde_json::from_slice(&bytes).map_err(|source| ClientError::BadJson { url, source })
+    }
+
+    /// `GET /system/namespaces`; `None` when the gateway has no namespace support (404).
+    pub async fn namespaces(&self) -> Result<Option<Vec<String>>, ClientError> {
+        match self.get_json("/system/namespaces").await {
+            Ok(ns) => Ok(Some(ns)),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /system/functions`, in `namespace` or the gateway's default one.
+    pub async fn functions(
+        &self,
+        namespace: Option<&str>,
+    ) -> Result<Vec<FunctionStatus>, ClientError> {
+        self.get_json(&with_namespace("/system/functions", namespace))
+            .await
+    }
+
+    /// `GET /system/function/NAME`.
+    pub async fn function(
+        &self,
+        name: &str,
+        namespace: Option<&str>,
+    ) -> Result<FunctionStatus, ClientError> {
+        self.get_json(&with_namespace(
+            &format!("/system/function/{name}"),
+            namespace,
+        ))
+        .await
+    }
+
+    /// `POST /system/functions`: deploys a new function.
+    pub async fn deploy(&self, deployment: &FunctionDeployment) -> Result<(), ClientError> {
+        self.send_json(reqwest::Method::POST, "/system/functions", deployment)
+            .await
+    }
+
+    /// `PUT /system/functions`: replaces an existing function's spec.
+    pub async fn update(&self, deployment: &FunctionDeployment) -> Result<(), ClientError> {
+        self.send_json(reqwest::Method::PUT, "/system/functions", deployment)
+            .await
+    }
+
+    /// `DELETE /system/functions`.
+    pub async fn delete(&self, name: &str, namespace: Option<&str>) -> Result<(), ClientError> {
+        let body = DeleteFunctionRequest {
+            function_name: name.to_owned(),
+            namespace: namespace.map(str::to_owned),
+        };
+        self.send_json(reqwest::Method::DELETE, "/system/functions", &body)
+            .await
+    }
+
+    /// `POST /system/scale-function/NAME`.
+    pub async fn scale(
+        &self,
+        name: &str,
+        namespace: Option<&str>,
+        replicas: u64,
+    ) -> Result<(), ClientError> {
+        let body = ScaleServiceRequest {
+            service_name: name.to_owned(),
+            namespace: namespace.map(str::to_owned),
+            replicas,
+        };
+        self.send_json(
+            reqwest::Method::POST,
+            &format!("/system/scale-function/{name}"),
+            &body,
+        )
+        .await
+    }
+
+    async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<(), ClientError> {
+        let json = serde_json::to_value(body).map_err(|source| ClientError::BadJson {
+            url: self.url(path),
+            source,
+        })?;
+        self.system(method, path, Some(json)).await.map(drop)
+    }
+
+    /// A request invoking `function` (`name` or `name.namespace`) at its path `path` (`""` or
+    /// `/sub/path?query`), to send with the caller's headers and body. No credentials: function
+    /// routes are open, as in OpenFaaS.
+    pub fn invocation(
+        &self,
+        kind: Invocation,
+        method: reqwest::Method,
+        function: &str,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        let route = match kind {
+            Invocation::Sync => "function",
+            Invocation::Async => "async-function",
+        };
+        self.http
+            .request(method, format!("{}/{route}/{function}{path}", self.base))
+    }
+
+    /// `POST /function/NAME` with `body`; the function's answer, whatever its status.
+    pub async fn invoke(
+        &self,
+        function: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Result<reqwest::Response, ClientError> {
+        self.invocation(Invocation::Sync, reqwest::Method::POST, function, "")
+            .body(body)
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: self.url(&format!("/function/{function}")),
+                source,
+            })
+    }
+}
+
+fn with_namespace(path: &str, namespace: Option<&str>) -> String {
+    match namespace {
+        Some(ns) if !ns.is_empty() => format!("{path}?namespace={ns}"),
+        _ => path.to_owned(),
+    }
+}
+
+/// Checks a gateway base URL and drops its trailing slashes.
+pub fn check_url(url: &str) -> Result<String, ClientError> {
+    let trimmed = url.trim().trim_end_matches('/');
+    let ok = (trimmed.starts_with("http://") || trimmed.starts_with("https://"))
+        && reqwest::Url::parse(trimmed).is_ok_and(|u| u.host_str().is_some_and(|h| !h.is_empty()));
+    if ok {
+        Ok(trimmed.to_owned())
+    } else {
+        Err(ClientError::BadUrl {
+            url: url.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_and_trimmed() {
+        assert_eq!(
+            check_url("http://gateway.openfaas:8080/").expect("ok"),
+            "http://gateway.openfaas:8080"
+        );
+        for bad in ["gateway:8080", "ftp://x", "http://", ""] {
+            assert!(check_url(bad).is_err(), "{bad}");
+        }
+        assert_eq!(with_namespace("/p", Some("dev")), "/p?namespace=dev");
+        assert_eq!(with_namespace("/p", None), "/p");
+    }
+}

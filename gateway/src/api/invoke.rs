@@ -1,0 +1,204 @@
+//! `/function/NAME[.NAMESPACE][/path]` (proxied to the provider) and `/async-function/...`
+//! (stored in the async queue, answered 202 with `X-Call-Id`).
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::Limited;
+use tributary_core::http::is_hop_by_hop;
+use tributary_core::queue::QueuedRequest;
+
+use super::{App, AppState, resolve_namespace};
+use crate::error::GatewayError;
+use crate::model::{DEFAULT_NAMESPACE, validate_name};
+
+const X_CALL_ID: &str = "x-call-id";
+const X_START_TIME: &str = "x-start-time";
+const X_DURATION_SECONDS: &str = "x-duration-seconds";
+
+/// Splits `/function/NAME[.NAMESPACE][/rest]` into name, namespace and the function-relative path.
+fn split_function_path(uri: &Uri) -> Result<(String, String, String), GatewayError> {
+    let path = uri.path();
+    let rest = path
+        .strip_prefix("/function/")
+        .or_else(|| path.strip_prefix("/async-function/"))
+        .unwrap_or(path);
+    let (target, sub) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (name, ns) = match target.split_once('.') {
+        Some((name, ns)) => (name, resolve_namespace(Some(ns))?),
+        None => (target, DEFAULT_NAMESPACE.to_owned()),
+    };
+    validate_name("function", name).map_err(GatewayError::BadRequest)?;
+    let mut forward = sub.to_owned();
+    if let Some(q) = uri.query() {
+        forward.push('?');
+        forward.push_str(q);
+    }
+    Ok((name.to_owned(), ns, forward))
+}
+
+pub(super) async fn invoke(State(app): App, request: Request) -> Response {
+    let started = Instant::now();
+    let start_nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let (mut parts, body) = request.into_parts();
+    let call_id = call_id(&parts.headers);
+    let start_value = HeaderValue::from(u64::try_from(start_nanos).unwrap_or(u64::MAX));
+    let mut response = match prepare(&app, &mut parts) {
+        Err(e) => e.into_response(),
+        Ok((name, ns)) => {
+            parts.headers.insert(X_CALL_ID, call_id.clone());
+            parts.headers.insert(X_START_TIME, start_value.clone());
+            let body = Body::new(Limited::new(body, app.max_body_size));
+            let label = format!("{name}.{ns}");
+            let invocation = app.metrics.start(&label);
+            let result = app
+                .provider
+                .invoke(&name, &ns, Request::from_parts(parts, body))
+                .await;
+            let response = result.unwrap_or_else(IntoResponse::into_response);
+            invocation.finish(response.status().as_u16(), started.elapsed());
+            response
+        }
+    };
+    let headers = response.headers_mut();
+    headers.insert(X_CALL_ID, call_id);
+    headers.insert(X_START_TIME, start_value);
+    if let Ok(v) = HeaderValue::from_str(&format!("{:.6}", started.elapsed().as_secs_f64())) {
+        headers.insert(X_DURATION_SECONDS, v);
+    }
+    response
+}
+
+/// Headers not stored with a queued request, besides hop-by-hop ones: recomputed on replay or
+/// kept as their own fields.
+const NOT_QUEUED: [&str; 4] = ["host", "content-length", "x-callback-url", "x-call-id"];
+
+/// `/async-function/{name}[/path]`: stores the request durably and answers 202 with `X-Call-Id`.
+pub(super) async fn invoke_async(State(app): App, request: Request) -> Response {
+    match enqueue(&app, request).await {
+        Ok(call_id) => {
+            let mut r = StatusCode::ACCEPTED.into_response();
+            r.headers_mut().insert(X_CALL_ID, call_id);
+            r
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn enqueue(app: &AppState, request: Request) -> Result<HeaderValue, GatewayError> {
+    let queue = app.queue.clone().ok_or(GatewayError::NoQueue)?;
+    let (mut parts, body) = request.into_parts();
+    let (name, ns) = prepare(app, &mut parts)?;
+    let call_id = call_id(&parts.headers);
+    let callback_url = match parts.headers.get("x-callback-url") {
+        None => None,
+        Some(v) => {
+            let url = v
+                .to_str()
+                .ok()
+                .filter(|u| u.starts_with("http://") || u.starts_with("https://"));
+            match url.and_then(|u| u.parse::<Uri>().ok().map(|_| u.to_owned())) {
+                Some(u) => Some(u),
+                None => {
+                    return Err(GatewayError::BadRequest(
+                        "X-Callback-Url must be an http:// or https:// URL".into(),
+                    ));
+                }
+            }
+        }
+    };
+    let body = axum::body::to_bytes(body, app.max_body_size)
+        .await
+        .map_err(|e| {
+            if crate::proxy::is_length_limit(&e) {
+                GatewayError::PayloadTooLarge {
+                    limit: app.max_body_size,
+                }
+            } else {
+                GatewayError::BadRequest(format!("reading the request body failed: {e}"))
+            }
+        })?;
+    let headers = parts
+        .headers
+        .iter()
+        .filter(|(k, _)| !NOT_QUEUED.contains(&k.as_str()) && !is_hop_by_hop(k.as_str()))
+        .filter_map(|(k, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (k.as_str().to_owned(), v.to_owned()))
+        })
+        .collect();
+    let queued = QueuedRequest {
+        call_id: call_id.to_str().unwrap_or("unknown").to_owned(),
+        function: name,
+        namespace: ns,
+        method: parts.method.as_str().to_owned(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned(),
+        headers,
+        callback_url,
+        enqueued_at_ms: tributary_core::queue::now_ms(),
+        body,
+    };
+    queue.enqueue(queued).await?;
+    Ok(call_id)
+}
+
+/// The caller's `X-Call-Id`, or a new UUID.
+fn call_id(headers: &http::HeaderMap) -> HeaderValue {
+    headers.get(X_CALL_ID).cloned().unwrap_or_else(|| {
+        HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown"))
+    })
+}
+
+/// Checks the target function exists and rewrites the URI to the function's own path.
+fn prepare(
+    app: &AppState,
+    parts: &mut http::request::Parts,
+) -> Result<(String, String), GatewayError> {
+    let (name, ns, forward) = split_function_path(&parts.uri)?;
+    if !app.provider.has_function(&name, &ns) {
+        return Err(GatewayError::FunctionNotFound {
+            name,
+            namespace: ns,
+        });
+    }
+    parts.uri = forward
+        .parse()
+        .map_err(|e| GatewayError::BadRequest(format!("invalid path: {e}")))?;
+    parts.headers.remove(header::HOST);
+    Ok((name, ns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_paths_split_into_name_namespace_and_rest() {
+        let uri: Uri = "/function/echo".parse().expect("uri");
+        assert_eq!(
+            split_function_path(&uri).expect("ok"),
+            ("echo".into(), DEFAULT_NAMESPACE.into(), "/".into())
+        );
+        let uri: Uri = "/function/echo.dev/a/b?x=1&y=2".parse().expect("uri");
+        assert_eq!(
+            split_function_path(&uri).expect("ok"),
+            ("echo".into(), "dev".into(), "/a/b?x=1&y=2".into())
+        );
+        let uri: Uri = "/function/Bad_Name".parse().expect("uri");
+        assert!(split_function_path(&uri).is_err());
+    }
+}

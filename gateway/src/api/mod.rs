@@ -1,0 +1,157 @@
+//! The OpenFaaS REST API: `/system/*` ([`system`]), `/function/*` and `/async-function/*`
+//! ([`invoke`]), `/healthz`, `/metrics`.
+
+mod invoke;
+mod system;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use serde::de::DeserializeOwned;
+use tributary_core::queue::AsyncQueue;
+
+use crate::auth::{Credentials, require_basic_auth};
+use crate::error::GatewayError;
+use crate::metrics::Metrics;
+use crate::model::{DEFAULT_NAMESPACE, validate_name};
+use crate::provider::Provider;
+
+/// Shared state of the API handlers.
+pub(crate) struct AppState {
+    pub(crate) provider: Arc<dyn Provider>,
+    pub(crate) metrics: Metrics,
+    pub(crate) max_body_size: usize,
+    pub(crate) queue: Option<Arc<dyn AsyncQueue>>,
+}
+
+type App = State<Arc<AppState>>;
+
+fn resolve_namespace(ns: Option<&str>) -> Result<String, GatewayError> {
+    match ns {
+        None | Some("") => Ok(DEFAULT_NAMESPACE.to_owned()),
+        Some(ns) => {
+            validate_name("namespace", ns).map_err(GatewayError::BadRequest)?;
+            Ok(ns.to_owned())
+        }
+    }
+}
+
+/// Builds the router; `credentials` turns on basic auth for `/system/*`.
+pub(crate) fn router(state: Arc<AppState>, credentials: Option<Arc<Credentials>>) -> Router {
+    let mut system = Router::new()
+        .route(
+            "/system/functions",
+            get(system::list_functions)
+                .post(system::deploy_function)
+                .put(system::update_function)
+                .delete(system::delete_function),
+        )
+        .route("/system/function/{name}", get(system::function_status))
+        .route(
+            "/system/scale-function/{name}",
+            post(system::scale_function),
+        )
+        .route("/system/namespaces", get(system::list_namespaces))
+        .route("/system/info", get(system::info))
+        .route("/system/async-dead-letters", get(system::dead_letters));
+    if let Some(credentials) = credentials {
+        system = system.layer(axum::middleware::from_fn_with_state(
+            credentials,
+            require_basic_auth,
+        ));
+    }
+    let limit = state.max_body_size;
+    Router::new()
+        .merge(system)
+        .route("/function/{*rest}", any(invoke::invoke))
+        .route("/async-function/{*rest}", any(invoke::invoke_async))
+        .route("/healthz", get(|| async { "OK\n" }))
+        .route("/metrics", get(system::metrics))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            limit,
+            reject_oversized,
+        ))
+        .with_state(state)
+}
+
+/// The most an oversized body is read (and discarded) before answering 413.
+const DRAIN_CAP: u64 = 64 * 1024 * 1024;
+/// How long an oversized body is read before answering 413.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Answers 413 to a request whose declared `Content-Length` is over the limit. The body is read
+/// and discarded first (bounded), so the client sees the 413 rather than a reset connection.
+async fn reject_oversized(
+    State(limit): State<usize>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit as u64 => {
+            if n <= DRAIN_CAP {
+                drain(request.into_body(), DRAIN_CAP, DRAIN_TIME).await;
+            }
+            GatewayError::PayloadTooLarge { limit }.into_response()
+        }
+        _ => next.run(request).await,
+    }
+}
+
+/// Reads and discards a body, up to `cap` bytes or `time`.
+pub(crate) async fn drain(body: Body, cap: u64, time: std::time::Duration) {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut seen = 0u64;
+    let _ = tokio::time::timeout(time, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len() as u64;
+            if seen > cap {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Parses a JSON body, naming the offending field on error.
+fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, GatewayError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            GatewayError::BadRequest(format!("invalid JSON body: {inner}"))
+        } else {
+            GatewayError::BadRequest(format!("invalid JSON body at field `{path}`: {inner}"))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::FunctionDeployment;
+
+    #[test]
+    fn json_errors_name_the_field() {
+        let err = parse_json::<FunctionDeployment>(&Bytes::from_static(
+            br#"{"service":"a","envVars":{"k":5}}"#,
+        ))
+        .expect_err("bad");
+        assert!(err.to_string().contains("envVars.k"), "{err}");
+        let err = parse_json::<FunctionDeployment>(&Bytes::from_static(br#"{"image":"x"}"#))
+            .expect_err("bad");
+        assert!(err.to_string().contains("service"), "{err}");
+    }
+}

@@ -1,0 +1,176 @@
+//! `/system/*`: functions (list, deploy, update, delete, status, scale), namespaces, info,
+//! async dead letters, and `/metrics`.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::{App, parse_json, resolve_namespace};
+use crate::error::GatewayError;
+use crate::model::{
+    DeleteFunctionRequest, FunctionDeployment, GatewayInfo, ScaleServiceRequest, VersionInfo,
+    validate_name,
+};
+
+#[derive(Debug, Deserialize)]
+pub(super) struct NamespaceQuery {
+    namespace: Option<String>,
+}
+
+impl NamespaceQuery {
+    fn resolve(&self) -> Result<String, GatewayError> {
+        resolve_namespace(self.namespace.as_deref())
+    }
+}
+
+fn validate_deployment(d: &mut FunctionDeployment) -> Result<(), GatewayError> {
+    validate_name("function", &d.service)
+        .map_err(|e| GatewayError::BadRequest(format!("field `service`: {e}")))?;
+    let ns = resolve_namespace(d.namespace.as_deref())
+        .map_err(|e| GatewayError::BadRequest(format!("field `namespace`: {e}")))?;
+    d.namespace = Some(ns);
+    Ok(())
+}
+
+pub(super) async fn list_functions(
+    State(app): App,
+    Query(q): Query<NamespaceQuery>,
+) -> Result<Response, GatewayError> {
+    let ns = q.resolve()?;
+    let mut functions = app.provider.list(&ns).await?;
+    for f in &mut functions {
+        f.invocation_count = app
+            .metrics
+            .invocation_count(&format!("{}.{}", f.name, f.namespace));
+    }
+    Ok(axum::Json(functions).into_response())
+}
+
+pub(super) async fn function_status(
+    State(app): App,
+    Path(name): Path<String>,
+    Query(q): Query<NamespaceQuery>,
+) -> Result<Response, GatewayError> {
+    let ns = q.resolve()?;
+    validate_name("function", &name).map_err(GatewayError::BadRequest)?;
+    let mut status = app.provider.status(&name, &ns).await?;
+    status.invocation_count = app.metrics.invocation_count(&format!("{name}.{ns}"));
+    Ok(axum::Json(status).into_response())
+}
+
+pub(super) async fn deploy_function(
+    State(app): App,
+    body: Bytes,
+) -> Result<Response, GatewayError> {
+    let mut d: FunctionDeployment = parse_json(&body)?;
+    validate_deployment(&mut d)?;
+    app.provider.deploy(d).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+pub(super) async fn update_function(
+    State(app): App,
+    body: Bytes,
+) -> Result<Response, GatewayError> {
+    let mut d: FunctionDeployment = parse_json(&body)?;
+    validate_deployment(&mut d)?;
+    app.provider.update(d).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+pub(super) async fn delete_function(
+    State(app): App,
+    Query(q): Query<NamespaceQuery>,
+    body: Bytes,
+) -> Result<Response, GatewayError> {
+    let req: DeleteFunctionRequest = parse_json(&body)?;
+    validate_name("function", &req.function_name)
+        .map_err(|e| GatewayError::BadRequest(format!("field `functionName`: {e}")))?;
+    let ns = resolve_namespace(req.namespace.as_deref().or(q.namespace.as_deref()))?;
+    app.provider.delete(&req.function_name, &ns).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+pub(super) async fn scale_function(
+    State(app): App,
+    Path(name): Path<String>,
+    Query(q): Query<NamespaceQuery>,
+    body: Bytes,
+) -> Result<Response, GatewayError> {
+    let req: ScaleServiceRequest = parse_json(&body)?;
+    validate_name("function", &name).map_err(GatewayError::BadRequest)?;
+    if !req.service_name.is_empty() && req.service_name != name {
+        return Err(GatewayError::BadRequest(format!(
+            "field `serviceName` ({:?}) does not match the function in the path ({name:?})",
+            req.service_name
+        )));
+    }
+    let ns = resolve_namespace(req.namespace.as_deref().or(q.namespace.as_deref()))?;
+    app.provider.scale(&name, &ns, req.replicas).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+pub(super) async fn list_namespaces(State(app): App) -> Result<Response, GatewayError> {
+    Ok(axum::Json(app.provider.namespaces().await?).into_response())
+}
+
+pub(super) async fn info(State(app): App) -> Response {
+    axum::Json(GatewayInfo {
+        provider: app.provider.info(),
+        version: VersionInfo {
+            release: env!("CARGO_PKG_VERSION").into(),
+            sha: String::new(),
+            commit_message: Some(String::new()),
+        },
+        arch: std::env::consts::ARCH.into(),
+    })
+    .into_response()
+}
+
+pub(super) async fn metrics(State(app): App) -> Response {
+    let mut counts = Vec::new();
+    if let Ok(namespaces) = app.provider.namespaces().await {
+        for ns in namespaces {
+            if let Ok(functions) = app.provider.list(&ns).await {
+                counts.extend(
+                    functions
+                        .into_iter()
+                        .map(|f| (format!("{}.{}", f.name, f.namespace), f.replicas)),
+                );
+            }
+        }
+    }
+    app.metrics.set_service_counts(&counts);
+    if let Some(queue) = &app.queue {
+        match queue.depth().await {
+            Ok(depth) => app.metrics.set_queue_depth(depth),
+            Err(e) => tracing::warn!(error = %e, "cannot read the queue depth"),
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct LimitQuery {
+    limit: Option<usize>,
+}
+
+pub(super) async fn dead_letters(
+    State(app): App,
+    Query(q): Query<LimitQuery>,
+) -> Result<Response, GatewayError> {
+    let queue = app.queue.as_ref().ok_or(GatewayError::NoQueue)?;
+    let records = queue
+        .dead_letters(q.limit.unwrap_or(100).min(10_000))
+        .await?;
+    Ok(axum::Json(records).into_response())
+}

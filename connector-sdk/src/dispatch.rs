@@ -183,14 +183,9 @@ impl Dispatcher {
     }
 
     fn start(&mut self, a: Admitted, targets: Vec<Target>, key: Option<String>) {
-        let guard = Settling {
-            metrics: self.shared.metrics.clone(),
-            topic: a.message.topic.clone(),
-            key: key.map(|k| (k, self.done_tx.clone())),
-            settled: false,
-        };
+        let key = key.map(|k| (k, self.done_tx.clone()));
         self.tasks
-            .spawn(deliver(self.shared.clone(), a, targets, guard));
+            .spawn(deliver(self.shared.clone(), a, targets, key));
     }
 }
 
@@ -205,7 +200,7 @@ fn report(joined: Result<(), tokio::task::JoinError>) {
 
 /// Releases a delivery's key and counts it nacked if the task ended without settling it.
 struct Settling {
-    metrics: ConnectorMetrics,
+    shared: Arc<Shared>,
     topic: String,
     key: Option<(String, mpsc::UnboundedSender<String>)>,
     settled: bool,
@@ -214,7 +209,7 @@ struct Settling {
 impl Drop for Settling {
     fn drop(&mut self) {
         if !self.settled {
-            self.metrics.nacked(&self.topic);
+            self.shared.metrics.nacked(&self.topic);
         }
         if let Some((key, done)) = self.key.take() {
             let _ = done.send(key);
@@ -230,7 +225,12 @@ async fn hand_back(metrics: &ConnectorMetrics, a: Admitted) {
 }
 
 /// Delivers one message to its targets and settles it.
-async fn deliver(shared: Arc<Shared>, a: Admitted, targets: Vec<Target>, mut guard: Settling) {
+async fn deliver(
+    shared: Arc<Shared>,
+    a: Admitted,
+    targets: Vec<Target>,
+    key: Option<(String, mpsc::UnboundedSender<String>)>,
+) {
     let Admitted { message, permit } = a;
     let Message {
         topic,
@@ -242,6 +242,13 @@ async fn deliver(shared: Arc<Shared>, a: Admitted, targets: Vec<Target>, mut gua
         call,
         ..
     } = message;
+    let mut guard = Settling {
+        shared: shared.clone(),
+        topic,
+        key,
+        settled: false,
+    };
+    let topic = guard.topic.clone();
     if shared.print_request_body {
         tracing::info!(%topic, body = %String::from_utf8_lossy(&payload), "request");
     }

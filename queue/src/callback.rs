@@ -37,12 +37,17 @@ pub(crate) struct CallbackTarget<'a> {
 }
 
 impl Callbacks {
-    pub(crate) fn new(timeout: Duration, metrics: WorkerMetrics) -> Result<Self, HttpClientError> {
+    /// Callbacks timing out after `timeout`, keeping a connection per call in flight.
+    pub(crate) fn new(
+        timeout: Duration,
+        max_inflight: usize,
+        metrics: WorkerMetrics,
+    ) -> Result<Self, HttpClientError> {
         Ok(Self {
             client: http_client(
                 concat!("tributary-queue-worker/", env!("CARGO_PKG_VERSION")),
                 Some(timeout),
-                8,
+                max_inflight.max(8),
             )?,
             metrics,
         })

@@ -15,6 +15,10 @@ use crate::backend::{Backend, Lease, Leased};
 use crate::callback::Callbacks;
 use crate::metrics::WorkerMetrics;
 
+/// Requests leased at once even when fewer calls can start now: one lease transaction for many
+/// requests (the extra ones wait for room with their leases kept alive).
+const LEASE_BATCH: usize = 16;
+
 /// The connector name of the queue worker (its `User-Agent`).
 pub const WORKER_NAME: &str = "queue-worker";
 
@@ -22,14 +26,17 @@ pub const WORKER_NAME: &str = "queue-worker";
 pub struct QueueSource {
     backend: Arc<dyn Backend>,
     callback_timeout: Duration,
+    max_inflight: usize,
 }
 
 impl QueueSource {
-    /// A source on `backend`; callbacks time out after `callback_timeout`.
-    pub fn new(backend: Arc<dyn Backend>, callback_timeout: Duration) -> Self {
+    /// A source on `backend` for a runtime running `max_inflight` calls at once; callbacks time
+    /// out after `callback_timeout`.
+    pub fn new(backend: Arc<dyn Backend>, callback_timeout: Duration, max_inflight: usize) -> Self {
         Self {
             backend,
             callback_timeout,
+            max_inflight,
         }
     }
 }
@@ -89,7 +96,7 @@ impl Source for QueueSource {
             .map_err(|e| SourceError::caused("cannot register the queue worker's metrics", e))?;
         let parts = Parts {
             keepalive: Arc::default(),
-            callbacks: Callbacks::new(self.callback_timeout, metrics.clone())
+            callbacks: Callbacks::new(self.callback_timeout, self.max_inflight, metrics.clone())
                 .map_err(|e| SourceError::caused("cannot set up callbacks", e))?,
             metrics,
         };
@@ -108,7 +115,8 @@ impl Source for QueueSource {
             if ctx.ready().await.is_err() {
                 return Ok(());
             }
-            let leased = match self.backend.lease(ctx.room().max(1), &cancel).await {
+            let want = ctx.room().max(LEASE_BATCH.min(self.max_inflight));
+            let leased = match self.backend.lease(want, &cancel).await {
                 Ok(leased) => leased,
                 Err(e) => {
                     tracing::error!(error = %Chain(&e), "cannot take requests from the queue; retrying in 1s");

@@ -65,13 +65,16 @@ impl Worker {
             max_retry_attempts = self.config.max_retries + 1,
             "queue worker starting"
         );
-        let timeout = self.config.upstream_timeout;
+        let (timeout, max_inflight) = (self.config.upstream_timeout, self.config.max_inflight);
         let mut connector = Connector::new(self.config);
         if let Some(metrics) = self.metrics {
             connector = connector.with_metrics(metrics);
         }
         connector
-            .run(QueueSource::new(self.backend, timeout), cancel)
+            .run(
+                QueueSource::new(self.backend, timeout, max_inflight),
+                cancel,
+            )
             .await
     }
 }

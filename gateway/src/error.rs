@@ -142,7 +142,7 @@ impl IntoResponse for GatewayError {
         if status.is_server_error() {
             tracing::warn!(%status, error = %text, "request failed");
         }
-        (
+        let mut response = (
             status,
             [(
                 axum::http::header::CONTENT_TYPE,
@@ -150,6 +150,15 @@ impl IntoResponse for GatewayError {
             )],
             format!("{text}\n"),
         )
-            .into_response()
+            .into_response();
+        if matches!(self, Self::PayloadTooLarge { .. }) {
+            // The rest of an oversized body may be unread: the connection cannot carry another
+            // request, so the client must not reuse it.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }

@@ -376,6 +376,11 @@ async fn bad_input_gets_clear_4xx_answers() {
         413,
         "chunked body over the limit to an http function"
     );
+    assert_eq!(
+        r.headers()["connection"],
+        "close",
+        "the unread rest of the body makes the connection unusable"
+    );
     let mut huge = fork_function("huge", "cat");
     huge["envVars"] = json!({"pad": "z".repeat(100 * 1024)});
     assert_eq!(gw.deploy(huge).await.status(), 413);

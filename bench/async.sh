@@ -31,7 +31,8 @@ for backend in embedded nats; do
     else
         QUEUE=(env "queue_path=$WORK/queue.db")
     fi
-    RUST_LOG=warn "${QUEUE[@]}" "$BIN/tributary" gateway --bind 127.0.0.1 --port "$GW_PORT" &
+    RUST_LOG=warn "${QUEUE[@]}" "$BIN/tributary" gateway --bind 127.0.0.1 --port "$GW_PORT" \
+        --basic-auth=false --state-dir "$WORK/state-$GW_PORT" &
     GW_PID=$!
     wait_http "http://127.0.0.1:$GW_PORT/healthz"
     curl -fsS -o /dev/null "http://127.0.0.1:$GW_PORT/system/functions" \

@@ -17,10 +17,12 @@ log "building release binaries"
 cargo build --release -q --bin tributary --bin dispatch
 BIN="$CARGO_TARGET_DIR/release"
 
+use_workdir
 GW_PORT="$(free_port)"
-RUST_LOG=warn "$BIN/tributary" gateway --bind 127.0.0.1 --port "$GW_PORT" &
-GW_PID=$!
-trap 'kill $GW_PID 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+# Loopback only and no credentials: the benchmark measures the invocation path.
+RUST_LOG=warn "$BIN/tributary" gateway --bind 127.0.0.1 --port "$GW_PORT" \
+    --basic-auth=false --state-dir "$WORK/state" &
+PIDS+=($!)
 wait_http "http://127.0.0.1:$GW_PORT/healthz"
 curl -fsS -o /dev/null "http://127.0.0.1:$GW_PORT/system/functions" \
     -d '{"service":"echo","image":"bench/echo","envProcess":"tributary echo","envVars":{"mode":"http"},"annotations":{"topic":"bench"}}'

@@ -29,7 +29,8 @@ PIDS+=($!)
 wait_http "http://127.0.0.1:$FN_PORT/"
 
 GW_PORT="$(free_port)"
-RUST_LOG=warn "$BIN" gateway --bind 127.0.0.1 --port "$GW_PORT" 2>"$WORK/gw.log" &
+RUST_LOG=warn "$BIN" gateway --bind 127.0.0.1 --port "$GW_PORT" \
+    --basic-auth=false --state-dir "$WORK/state" 2>"$WORK/gw.log" &
 GW_PID=$!
 PIDS+=($GW_PID)
 wait_http "http://127.0.0.1:$GW_PORT/healthz"

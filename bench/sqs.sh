@@ -21,7 +21,8 @@ PIDS+=($!)
 wait_http "http://127.0.0.1:$SQS_PORT/"
 
 GW_PORT="$(free_port)"
-RUST_LOG=warn "$BIN/tributary" gateway --bind 127.0.0.1 --port "$GW_PORT" &
+RUST_LOG=warn "$BIN/tributary" gateway --bind 127.0.0.1 --port "$GW_PORT" \
+        --basic-auth=false --state-dir "$WORK/state-$GW_PORT" &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$GW_PORT/healthz"
 curl -fsS -o /dev/null "http://127.0.0.1:$GW_PORT/system/functions" \

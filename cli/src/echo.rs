@@ -48,10 +48,11 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Incoming>, Infallible
     headers.insert("x-echo-pid", HeaderValue::from(std::process::id()));
     for (name, value) in &parts.headers {
         let n = name.as_str();
-        if n.starts_with("x-") && !n.starts_with("x-echo-") {
-            if let Ok(echoed) = HeaderName::try_from(format!("x-echo-{n}")) {
-                headers.insert(echoed, value.clone());
-            }
+        if n.starts_with("x-")
+            && !n.starts_with("x-echo-")
+            && let Ok(echoed) = HeaderName::try_from(format!("x-echo-{n}"))
+        {
+            headers.insert(echoed, value.clone());
         }
     }
     if let Some(ct) = parts.headers.get(hyper::header::CONTENT_TYPE) {

@@ -10,11 +10,16 @@ use clap::builder::BoolishValueParser;
 use tokio_util::sync::CancellationToken;
 use tributary_connector_sdk::ControllerConfig;
 use tributary_core::Chain;
+use tributary_core::auth::AuthArgs;
 use tributary_core::queue::AsyncQueue;
 use tributary_core::units::{parse_port, parse_positive_duration};
 use tributary_cron::{CronConfig, CronSource};
 use tributary_gateway::stack::Stack;
-use tributary_gateway::{Gateway, GatewayConfig, LocalConfig, LocalProvider, Provider};
+use tributary_gateway::{
+    Gateway, GatewayConfig, LocalConfig, LocalProvider, Provider, StateDir, gateway_credentials,
+};
+
+use crate::security;
 use tributary_queue::{GatewayLink, QueueConfig, Worker, WorkerConfig};
 
 /// Everything `tributary gateway` runs: the gateway, its local provider, its async queue and
@@ -76,30 +81,45 @@ struct Bound {
     listener: tokio::net::TcpListener,
     cancel: CancellationToken,
     worker: Option<Worker>,
+    /// How in-process clients (the queue worker, `up`'s cron connector) authenticate.
+    client_auth: AuthArgs,
 }
 
 async fn bind(args: &GatewayArgs, work_dir: PathBuf) -> anyhow::Result<Bound> {
     let cancel = tributary_core::shutdown_signal();
     let config = &args.gateway;
+    let state_dir = config.state_dir.clone();
+    let state = tokio::task::spawn_blocking(move || StateDir::open(state_dir.as_deref()))
+        .await
+        .context("opening the state directory failed")??;
+    let credentials = gateway_credentials(&config.auth, &state).await?;
     let local = LocalConfig {
         work_dir: Some(work_dir),
         ..args.local.clone()
     };
     let provider = Arc::new(LocalProvider::new(local, config, cancel.child_token()));
-    let queue = args.queue.open(args.worker.max_inflight).await?;
+    let queue = args
+        .queue
+        .open(args.worker.max_inflight, &state.queue())
+        .await?;
     let store: Arc<dyn AsyncQueue> = queue.clone();
-    let gateway = Gateway::new(config.clone(), provider.clone() as Arc<dyn Provider>)
-        .await?
-        .with_queue(store);
     let listener = tokio::net::TcpListener::bind(config.listen_addr())
         .await
         .with_context(|| format!("cannot listen on {} (port)", config.listen_addr()))?;
+    let port = listener.local_addr()?.port();
+    let client_auth =
+        security::announce(config, &state, credentials.as_ref().map(|(_, s)| s), port);
+    let gateway = Gateway::new(
+        config.clone(),
+        provider.clone() as Arc<dyn Provider>,
+        credentials.map(|(c, _)| c),
+    )
+    .with_queue(store);
     let worker = if args.queue_worker {
-        let port = listener.local_addr()?.port();
         let link = GatewayLink {
             gateway_url: format!("http://{}", config.local_authority(port)),
             upstream_timeout: config.upstream_timeout,
-            auth: config.auth.clone(),
+            auth: client_auth.clone(),
             metrics_port: 0,
         };
         Some(Worker::new(queue, &args.worker, &link)?.with_registry(gateway.registry())?)
@@ -112,6 +132,7 @@ async fn bind(args: &GatewayArgs, work_dir: PathBuf) -> anyhow::Result<Bound> {
         listener,
         cancel,
         worker,
+        client_auth,
     })
 }
 
@@ -169,6 +190,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     // of finding a gateway without its functions (404s, or an empty topic map).
     let bound = bind(&args.gateway, work_dir).await?;
     let port = bound.listener.local_addr()?.port();
+    let client_auth = bound.client_auth.clone();
     let mut failed = 0;
     for d in deployments {
         let name = d.service.clone();
@@ -192,7 +214,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             .gateway_url(format!("http://{}", gateway.local_authority(port)))
             .upstream_timeout(gateway.upstream_timeout)
             .rebuild_interval(args.rebuild_interval)
-            .auth(gateway.auth.clone())
+            .auth(client_auth)
             .metrics_port(args.cron_metrics_port)
             .build()?;
         let cancel = running.cancel.clone();

@@ -16,9 +16,12 @@ pub enum LogFormat {
 /// Installs the global subscriber; `RUST_LOG` defaults to `info`.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // A closed stderr (`tributary up | head`) must not panic the process: write errors are
+    // ignored rather than reported on stderr again.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Human => builder.try_init(),

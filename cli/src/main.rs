@@ -5,6 +5,7 @@ mod echo;
 mod gateway_cmd;
 mod logging;
 mod queue_cmd;
+mod security;
 #[cfg(test)]
 mod settings_doc;
 
@@ -52,7 +53,7 @@ fn parse() -> Cli {
         Ok(cli) => cli,
         Err(e) => match tributary_core::settings::env_error(&e, &command) {
             Some(message) => {
-                eprintln!("error: {message}");
+                print_error(&message);
                 std::process::exit(2);
             }
             None => e.exit(),
@@ -69,7 +70,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            print_error(&format!("cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -85,10 +86,14 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let message = Chain(e.as_ref()).to_string();
-            tracing::error!("{message}");
-            eprintln!("error: {message}");
+            print_error(&Chain(e.as_ref()).to_string());
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints a fatal error once, on stderr; a closed stderr is not a reason to panic.
+fn print_error(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "error: {message}");
 }

@@ -20,15 +20,14 @@ pub struct QueueWorkerArgs {
 
 /// Runs a standalone queue worker until SIGINT/SIGTERM.
 pub async fn queue_worker(args: QueueWorkerArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.queue
-            .nats_url
-            .as_deref()
-            .is_some_and(|u| !u.trim().is_empty()),
-        "queue-worker needs nats_url (e.g. nats://127.0.0.1:4222): the embedded queue is only served by its own gateway"
-    );
     let cancel = tributary_core::shutdown_signal();
-    let backend = args.queue.open(args.worker.max_inflight).await?;
+    let backend = args
+        .queue
+        .jetstream(args.worker.max_inflight)
+        .await?
+        .context(
+            "queue-worker needs nats_url (e.g. nats://127.0.0.1:4222): the embedded queue is only served by its own gateway",
+        )?;
     Worker::new(backend, &args.worker, &args.link)?
         .run(cancel)
         .await

@@ -358,7 +358,7 @@ async fn hold_until_delivered(
             .unwrap_or_default();
         for o in outcomes.iter().filter(|o| o.delivery == Delivery::Failed) {
             tracing::warn!(
-                function = %o.function, topic = %o.topic, status = ?o.status, error = ?o.error,
+                function = %o.function, topic = %o.topic, status = o.status, error = o.error.as_deref(),
                 round, ?wait, "delivery failed and there is no dead-letter destination: holding the message (and the ones behind it) and trying again"
             );
         }

@@ -252,7 +252,7 @@ impl Invoker {
                     }
                     let wait = settings.backoff(attempts, retry_after(&headers));
                     self.metrics.retried(function);
-                    tracing::debug!(function, attempt = attempts, ?status, %error, ?wait, "retrying");
+                    tracing::debug!(function, attempt = attempts, status, %error, ?wait, "retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = cancel.cancelled() => {

@@ -69,12 +69,12 @@ impl ResponseSubscriber for LogResponses {
         };
         match o.delivery {
             Delivery::Delivered => tracing::info!(
-                function = %o.function, topic = %o.topic, status = ?o.status, attempts = o.attempts,
+                function = %o.function, topic = %o.topic, status = o.status, attempts = o.attempts,
                 duration_ms = o.duration.as_millis() as u64, body = %body, "function invoked"
             ),
             _ => tracing::warn!(
-                function = %o.function, topic = %o.topic, status = ?o.status, attempts = o.attempts,
-                duration_ms = o.duration.as_millis() as u64, error = ?o.error, body = %body, "function invocation failed"
+                function = %o.function, topic = %o.topic, status = o.status, attempts = o.attempts,
+                duration_ms = o.duration.as_millis() as u64, error = o.error.as_deref(), body = %body, "function invocation failed"
             ),
         }
     }

@@ -26,6 +26,7 @@ fn example() -> PathBuf {
 async fn run_example(gateway: &GatewayProcess, topic: &str, lines: usize) -> Output {
     let mut child = Command::new(example())
         .env("gateway_url", &gateway.base)
+        .envs(gateway.auth_env())
         .env("metrics_port", "0")
         .env("max_retries", "0")
         .env("topic", topic)

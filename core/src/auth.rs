@@ -7,6 +7,9 @@ use clap::builder::BoolishValueParser;
 
 use crate::client::Auth;
 
+/// Where OpenFaaS components find their basic-auth files unless told otherwise.
+pub const DEFAULT_SECRET_MOUNT_PATH: &str = "/var/openfaas/secrets";
+
 /// The file holding the user name.
 pub const USER_FILE: &str = "basic-auth-user";
 /// The file holding the password.
@@ -21,11 +24,7 @@ pub struct AuthArgs {
     #[arg(long, env = "basic_auth", default_value = "false", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub basic_auth: bool,
     /// Folder with `basic-auth-user` and `basic-auth-password`.
-    #[arg(
-        long,
-        env = "secret_mount_path",
-        default_value = "/var/openfaas/secrets"
-    )]
+    #[arg(long, env = "secret_mount_path", default_value = DEFAULT_SECRET_MOUNT_PATH)]
     pub secret_mount_path: PathBuf,
 }
 

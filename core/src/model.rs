@@ -13,6 +13,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 pub const DEFAULT_NAMESPACE: &str = "openfaas-fn";
 /// The annotation naming the topics a function subscribes to.
 pub const TOPIC_ANNOTATION: &str = "topic";
+/// The label with a function's minimum (and initial) replica count.
+pub const SCALE_MIN_LABEL: &str = "com.openfaas.scale.min";
+/// The label with a function's maximum replica count.
+pub const SCALE_MAX_LABEL: &str = "com.openfaas.scale.max";
 
 /// Memory and CPU figures for a function (`limits` / `requests`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

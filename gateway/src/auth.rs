@@ -9,7 +9,14 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use subtle::ConstantTimeEq;
-use tributary_core::auth::{BasicAuth, SecretError};
+use tributary_core::auth::{
+    AuthArgs, BasicAuth, DEFAULT_SECRET_MOUNT_PATH, PASSWORD_FILE, SecretError, USER_FILE,
+};
+
+use crate::state::{StateDir, StateError};
+
+/// The user name of generated credentials, as OpenFaaS installs use.
+pub const GENERATED_USER: &str = "admin";
 
 /// Errors loading credentials.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +24,80 @@ pub enum AuthError {
     /// A secret file could not be used.
     #[error("basic_auth is on but its credentials cannot be read")]
     Secret(#[from] SecretError),
+    /// Generated credentials could not be stored.
+    #[error("basic_auth is on and no credentials were given, but they cannot be generated")]
+    Generate(#[from] StateError),
+}
+
+/// Where the gateway's credentials came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// The files in `secret_mount_path` (OpenFaaS' way).
+    SecretMount(std::path::PathBuf),
+    /// Generated into the state directory (`created`: on this start).
+    Generated {
+        /// The folder holding `basic-auth-user` and `basic-auth-password`.
+        dir: std::path::PathBuf,
+        /// Whether they were created just now.
+        created: bool,
+    },
+}
+
+/// The credentials a gateway requires, or `None` when `basic_auth` is off. They come from
+/// `secret_mount_path` when its files are there. Otherwise, when `secret_mount_path` is the
+/// default one, they are generated once into the state directory (user `admin`, a random
+/// password, files readable by this user only) and reused on every later start; a
+/// `secret_mount_path` set to a folder without them is an error.
+pub async fn gateway_credentials(
+    auth: &AuthArgs,
+    state: &StateDir,
+) -> Result<Option<(Credentials, CredentialSource)>, AuthError> {
+    if !auth.basic_auth {
+        return Ok(None);
+    }
+    let mount = &auth.secret_mount_path;
+    let mounted = tokio::fs::try_exists(mount.join(USER_FILE))
+        .await
+        .unwrap_or(false);
+    let (dir, source) = if mounted || mount != Path::new(DEFAULT_SECRET_MOUNT_PATH) {
+        (mount.clone(), CredentialSource::SecretMount(mount.clone()))
+    } else {
+        let dir = state.credentials();
+        let created = generate_once(state, &dir).await?;
+        (dir.clone(), CredentialSource::Generated { dir, created })
+    };
+    Ok(Some((Credentials::from_secret_mount(&dir).await?, source)))
+}
+
+/// Writes `admin` and a random password into `dir` unless a password is there; whether it did.
+async fn generate_once(state: &StateDir, dir: &Path) -> Result<bool, StateError> {
+    let state = state.clone();
+    let dir = dir.to_owned();
+    let joined = tokio::task::spawn_blocking(move || {
+        if dir.join(PASSWORD_FILE).exists() {
+            return Ok(false);
+        }
+        let mut random = [0u8; 24];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut random))
+            .map_err(|source| StateError {
+                path: "/dev/urandom".into(),
+                what: "read random bytes for a password",
+                source,
+            })?;
+        let password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random);
+        state.write_private(&dir.join(USER_FILE), GENERATED_USER.as_bytes())?;
+        state.write_private(&dir.join(PASSWORD_FILE), password.as_bytes())?;
+        Ok(true)
+    })
+    .await;
+    joined.unwrap_or_else(|e| {
+        Err(StateError {
+            path: "credentials".into(),
+            what: "generate credentials",
+            source: std::io::Error::other(e),
+        })
+    })
 }
 
 /// A user name and password pair.

@@ -8,13 +8,20 @@ use tributary_core::units::{parse_port, parse_positive_duration, parse_size};
 
 /// Settings of one gateway instance.
 #[derive(Debug, Clone, PartialEq, clap::Args)]
+#[command(mut_arg("basic_auth", |a| a.default_value("true")))]
 pub struct GatewayConfig {
     /// Port of the REST API.
     #[arg(long, env = "port", default_value = "8080", value_parser = parse_port)]
     pub port: u16,
-    /// Address to bind.
-    #[arg(long = "bind", env = "bind_address", default_value = "0.0.0.0")]
-    pub bind_address: IpAddr,
+    /// Address to bind: all addresses (0.0.0.0) with basic auth on, 127.0.0.1 with
+    /// basic_auth=false, unless set.
+    #[arg(long = "bind", env = "bind_address")]
+    pub bind_address: Option<IpAddr>,
+    /// Folder for the gateway's state: generated credentials, the embedded queue, secrets,
+    /// captured logs (default: $STATE_DIRECTORY, /var/lib/tributary for root, else
+    /// $XDG_STATE_HOME/tributary or ~/.local/state/tributary).
+    #[arg(long, env = "state_dir")]
+    pub state_dir: Option<std::path::PathBuf>,
     /// How long a function may take to answer (Go duration or seconds).
     #[arg(long, env = "upstream_timeout", default_value = "60s", value_parser = parse_positive_duration)]
     pub upstream_timeout: Duration,
@@ -24,6 +31,29 @@ pub struct GatewayConfig {
     /// Basic auth on /system/*.
     #[command(flatten)]
     pub auth: AuthArgs,
+    /// How long a client may take to send a request's headers; idle keep-alive connections
+    /// close after it too.
+    #[arg(long, env = "read_timeout", default_value = "10s", value_parser = parse_positive_duration)]
+    pub read_timeout: Duration,
+    /// Connections open at once (0: three quarters of the open-files limit); more wait.
+    #[arg(long, env = "max_connections", default_value = "0", value_parser = tributary_core::units::parse_whole)]
+    pub max_connections: u32,
+    /// How long open requests get to finish at shutdown before connections are closed.
+    #[arg(long, env = "shutdown_grace", default_value = "10s", value_parser = tributary_core::units::parse_duration)]
+    pub shutdown_grace: Duration,
+    /// Most replicas a function may have (com.openfaas.scale.max may lower it); deploys and
+    /// scales above it get 400.
+    #[arg(long, env = "max_replicas", default_value = "20", value_parser = parse_replicas)]
+    pub max_replicas: u64,
+}
+
+fn parse_replicas(value: &str) -> Result<u64, String> {
+    match value.trim().parse::<u64>() {
+        Ok(0) | Err(_) => Err(format!(
+            "{value:?}: max_replicas must be a whole number of at least 1"
+        )),
+        Ok(n) => Ok(n),
+    }
 }
 
 impl Default for GatewayConfig {
@@ -33,14 +63,44 @@ impl Default for GatewayConfig {
 }
 
 impl GatewayConfig {
+    /// The address to bind: `bind_address`, else every address with basic auth on and only the
+    /// loopback one without.
+    pub fn bind_ip(&self) -> IpAddr {
+        self.bind_address.unwrap_or(if self.auth.basic_auth {
+            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        })
+    }
+
+    /// The server's limits, with `max_connections=0` resolved from the open-files limit.
+    pub fn server_limits(&self) -> crate::server::ServerLimits {
+        let max_connections = match self.max_connections {
+            0 => {
+                let (soft, _) =
+                    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                        .unwrap_or((1024, 1024));
+                usize::try_from(soft.saturating_sub(64) / 4 * 3)
+                    .unwrap_or(usize::MAX)
+                    .max(16)
+            }
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        };
+        crate::server::ServerLimits {
+            read_timeout: self.read_timeout,
+            max_connections,
+            shutdown_grace: self.shutdown_grace,
+        }
+    }
+
     /// The address to listen on.
     pub fn listen_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.bind_address, self.port)
+        SocketAddr::new(self.bind_ip(), self.port)
     }
 
     /// `host:port` to reach this gateway from this machine (loopback when bound to any address).
     pub fn local_authority(&self, port: u16) -> String {
-        match self.bind_address {
+        match self.bind_ip() {
             IpAddr::V4(v4) if v4.is_unspecified() => format!("127.0.0.1:{port}"),
             IpAddr::V6(v6) if v6.is_unspecified() => format!("[::1]:{port}"),
             IpAddr::V6(v6) => format!("[{v6}]:{port}"),
@@ -57,7 +117,20 @@ mod tests {
     #[test]
     fn defaults_follow_openfaas() {
         let c = GatewayConfig::default();
+        assert!(c.auth.basic_auth, "auth is on by default");
         assert_eq!(c.listen_addr().to_string(), "0.0.0.0:8080");
+        let open = GatewayConfig {
+            auth: AuthArgs {
+                basic_auth: false,
+                ..c.auth.clone()
+            },
+            ..c.clone()
+        };
+        assert_eq!(
+            open.listen_addr().to_string(),
+            "127.0.0.1:8080",
+            "auth off binds loopback"
+        );
         assert_eq!(c.max_body_size, 32 << 20);
         assert_eq!(
             c.auth.secret_mount_path,

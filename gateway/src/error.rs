@@ -45,6 +45,24 @@ pub enum GatewayError {
         /// Why it did not start.
         reason: String,
     },
+    /// The function is running as many requests as it may (`max_inflight`).
+    #[error(
+        "function {name:?} is running {limit} requests already (max_inflight): try again later"
+    )]
+    TooManyRequests {
+        /// Function name.
+        name: String,
+        /// Its limit.
+        limit: usize,
+    },
+    /// The function answered with more than the gateway passes on.
+    #[error("function {name:?} answered with more than {limit} bytes (max_body_size)")]
+    ResponseTooLarge {
+        /// Function name.
+        name: String,
+        /// The limit in bytes.
+        limit: usize,
+    },
     /// No replica could take the request in time.
     #[error("no replicas of function {name:?} became ready within {waited_secs:.1}s")]
     NoReplicas {
@@ -128,9 +146,12 @@ impl GatewayError {
             Self::StartFailed { .. } | Self::NoQueue | Self::Queue(_) | Self::Internal { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NoReplicas { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::Upstream { .. } | Self::Spawn { .. } => StatusCode::BAD_GATEWAY,
+            Self::Upstream { .. } | Self::Spawn { .. } | Self::ResponseTooLarge { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
         }
     }
 }

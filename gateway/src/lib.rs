@@ -11,9 +11,12 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let cancel = CancellationToken::new();
 //! let config = GatewayConfig::default();
+//! let state = tributary_gateway::StateDir::open(config.state_dir.as_deref())?;
 //! let provider = Arc::new(LocalProvider::new(LocalConfig::default(), &config, cancel.child_token()));
+//! // Basic auth is on by default: credentials from secret_mount_path, or generated in the state dir.
+//! let credentials = tributary_gateway::gateway_credentials(&config.auth, &state).await?;
 //! let listener = tokio::net::TcpListener::bind(config.listen_addr()).await?;
-//! let gateway = Gateway::new(config, provider).await?;
+//! let gateway = Gateway::new(config, provider, credentials.map(|(c, _)| c));
 //! gateway.serve(listener, cancel).await?;
 //! # Ok(()) }
 //! ```
@@ -22,10 +25,13 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod metrics;
 pub mod provider;
 pub mod proxy;
+pub mod server;
 pub mod stack;
+pub mod state;
 
 use std::sync::Arc;
 
@@ -33,11 +39,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tributary_core::queue::AsyncQueue;
 
-pub use auth::{AuthError, Credentials};
+pub use auth::{AuthError, CredentialSource, Credentials, gateway_credentials};
 pub use config::GatewayConfig;
 pub use error::GatewayError;
 pub use metrics::Metrics;
 pub use provider::{LocalConfig, LocalProvider, Provider};
+pub use state::StateDir;
 /// The OpenFaaS REST API types.
 pub use tributary_core::model;
 
@@ -51,25 +58,20 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Builds a gateway; reads basic-auth credentials when `basic_auth` is on.
-    pub async fn new(
+    /// Builds a gateway; `/system/*` requires `credentials` (none: open to anyone who can reach
+    /// it; see [`gateway_credentials`]).
+    pub fn new(
         config: GatewayConfig,
         provider: Arc<dyn Provider>,
-    ) -> Result<Self, AuthError> {
-        let credentials = if config.auth.basic_auth {
-            Some(Arc::new(
-                Credentials::from_secret_mount(&config.auth.secret_mount_path).await?,
-            ))
-        } else {
-            None
-        };
-        Ok(Self {
+        credentials: Option<Credentials>,
+    ) -> Self {
+        Self {
             config,
             provider,
             metrics: Metrics::new(),
-            credentials,
+            credentials: credentials.map(Arc::new),
             queue: None,
-        })
+        }
     }
 
     /// Accepts `/async-function` requests into `queue`.
@@ -94,6 +96,7 @@ impl Gateway {
             provider: self.provider.clone(),
             metrics: self.metrics.clone(),
             max_body_size: self.config.max_body_size,
+            max_replicas: self.config.max_replicas,
             queue: self.queue.clone(),
         });
         api::router(state, self.credentials.clone())
@@ -116,10 +119,7 @@ impl Gateway {
             queue = self.queue.as_ref().map_or("none", |q| q.backend()),
             "gateway listening"
         );
-        let shutdown = cancel.clone();
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
+        let served = server::serve(listener, router, self.config.server_limits(), cancel).await;
         tracing::info!("gateway stopped accepting requests; stopping functions");
         self.provider.shutdown().await;
         served

@@ -201,7 +201,8 @@ impl Metrics {
                     .any(|l| l.name() == "function_name" && l.value() == function_name)
             })
             .map(|m| m.get_counter().get_value())
-            .sum()
+            // A float sum of nothing is -0.0, which OpenFaaS clients show as "-0".
+            .fold(0.0, |total, n| total + n)
     }
 
     /// Replaces `gateway_service_count` with the given desired replicas per function.
@@ -257,6 +258,10 @@ mod tests {
             "gateway_function_invocation_inflight{function_name=\"echo.openfaas-fn\"} 0"
         ));
         assert_eq!(m.invocation_count("echo.openfaas-fn"), 2.0);
+        assert!(
+            m.invocation_count("nothing").is_sign_positive(),
+            "0, never -0"
+        );
         m.set_service_counts(&[("echo.openfaas-fn".into(), 3)]);
         assert!(
             m.render()

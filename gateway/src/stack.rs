@@ -121,6 +121,50 @@ pub struct StackFunction {
     pub readonly_root_filesystem: bool,
 }
 
+/// Fields of a stack file's function that Tributary reads.
+const FIELDS: [&str; 15] = [
+    "lang",
+    "handler",
+    "image",
+    "fprocess",
+    "envProcess",
+    "namespace",
+    "environment",
+    "environment_file",
+    "labels",
+    "annotations",
+    "secrets",
+    "constraints",
+    "limits",
+    "requests",
+    "readonly_root_filesystem",
+];
+
+/// Fields faas-cli knows that only matter when building images: accepted and ignored.
+const BUILD_FIELDS: [&str; 5] = [
+    "skip_build",
+    "build_args",
+    "build_options",
+    "build_secrets",
+    "platforms",
+];
+
+/// The number of single-character edits between two short words.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
 /// A YAML scalar read as a string (`5`, `true` and `"x"` are all accepted, as faas-cli does).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scalar(pub String);
@@ -170,11 +214,49 @@ impl Stack {
     pub fn parse(path: &Path, raw: &str) -> Result<Self, StackError> {
         let text = substitute_env(raw, |k| std::env::var(k).ok());
         let file = parse_yaml::<StackFile>(path, &text)?;
-        Ok(Self {
+        let stack = Self {
             path: path.to_owned(),
             text,
             file,
-        })
+        };
+        stack.check_fields()?;
+        Ok(stack)
+    }
+
+    /// Refuses a function field nobody knows (a misspelt `enviroment:` would otherwise be
+    /// ignored silently), naming it, its likely spelling and the known fields.
+    fn check_fields(&self) -> Result<(), StackError> {
+        let Ok(Value::Mapping(root)) = serde_yaml_ng::from_str::<Value>(&self.text) else {
+            return Ok(());
+        };
+        let Some(Value::Mapping(functions)) = root.get("functions") else {
+            return Ok(());
+        };
+        for (name, body) in functions {
+            let (Value::String(name), Value::Mapping(body)) = (name, body) else {
+                continue;
+            };
+            for key in body.keys().filter_map(Value::as_str) {
+                if FIELDS.contains(&key) || BUILD_FIELDS.contains(&key) {
+                    continue;
+                }
+                let hint = FIELDS
+                    .iter()
+                    .find(|known| edit_distance(key, known) <= 2)
+                    .map(|known| format!(" (did you mean `{known}`?)"))
+                    .unwrap_or_default();
+                return Err(StackError::Invalid {
+                    path: self.path.clone(),
+                    line: self.line_of(name),
+                    function: name.clone(),
+                    message: format!(
+                        "unknown field `{key}`{hint}; known fields: {}",
+                        FIELDS.join(", ")
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The folder relative paths in the stack file are resolved against.
@@ -330,6 +412,20 @@ functions:
     environment:
       mode: http
 "#;
+
+    #[test]
+    fn a_misspelt_field_is_named_with_the_known_ones() {
+        let text = "functions:\n  hello:\n    fprocess: cat\n    skip_build: true\n    enviroment:\n      a: b\n";
+        let err = Stack::parse(Path::new("s.yml"), text).expect_err("misspelt");
+        let msg = err.to_string();
+        assert!(msg.contains("s.yml:2:"), "{msg}");
+        assert!(
+            msg.contains("unknown field `enviroment` (did you mean `environment`?)"),
+            "{msg}"
+        );
+        assert!(msg.contains("known fields: lang"), "{msg}");
+        assert_eq!(edit_distance("lables", "labels"), 2);
+    }
 
     #[test]
     fn parses_functions_into_deployments() {

@@ -148,7 +148,7 @@ impl QueueAck {
             .as_ref()
             .map_or(0, |o| o.duration.as_millis() as u64);
         tracing::info!(
-            call_id = %self.request.call_id, function = %self.label(), ?status, attempts = self.attempt,
+            call_id = %self.request.call_id, function = %self.label(), status, attempts = self.attempt,
             duration_ms, "asynchronous call done"
         );
         self.settled(self.lease.ack().await);
@@ -176,7 +176,7 @@ impl Acknowledge for QueueAck {
                 let last = self.last.as_ref();
                 tracing::info!(
                     call_id = %self.request.call_id, function = %self.label(), attempt = self.attempt,
-                    status = ?last.and_then(|o| o.status), error = ?last.and_then(|o| o.error.as_deref()),
+                    status = last.and_then(|o| o.status), error = last.and_then(|o| o.error.as_deref()),
                     retry_in = ?delay, "asynchronous call failed; retrying"
                 );
                 self.metrics

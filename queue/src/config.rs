@@ -21,42 +21,57 @@ pub struct QueueConfig {
     /// otherwise.
     #[arg(long, env = "nats_url")]
     pub nats_url: Option<String>,
-    /// File of the embedded queue (SQLite, WAL).
-    #[arg(long, env = "queue_path", default_value = "tributary-queue.db")]
-    pub queue_path: PathBuf,
+    /// File of the embedded queue (SQLite, WAL; default: queue.db in the state directory). One
+    /// process owns it at a time.
+    #[arg(long, env = "queue_path")]
+    pub queue_path: Option<PathBuf>,
     /// How long a JetStream delivery stays leased without a progress signal.
     #[arg(long, env = "ack_wait", default_value = "30s", value_parser = parse_positive_duration)]
     pub ack_wait: Duration,
 }
 
 impl QueueConfig {
-    /// Opens the configured queue; `max_inflight` bounds JetStream's unacknowledged deliveries.
-    pub async fn open(&self, max_inflight: usize) -> Result<Arc<dyn Backend>, QueueError> {
-        Ok(
-            match self.nats_url.as_deref().filter(|u| !u.trim().is_empty()) {
-                Some(url) => {
-                    let pending =
-                        i64::try_from(max_inflight.saturating_mul(4).max(64)).unwrap_or(i64::MAX);
-                    Arc::new(JetStreamQueue::connect(url, self.ack_wait, pending).await?)
-                }
-                None => {
-                    let path = self.queue_path.clone();
-                    // Opening creates folders and files: off the async runtime.
-                    let opened =
-                        tokio::task::spawn_blocking(move || SqliteQueue::open(&path)).await;
-                    match opened {
-                        Ok(queue) => Arc::new(queue?),
-                        Err(e) => {
-                            return Err(QueueError::Backend {
-                                queue: format!("embedded queue ({})", self.queue_path.display()),
-                                what: "opening it failed".into(),
-                                source: e.into(),
-                            });
-                        }
-                    }
-                }
-            },
-        )
+    /// Opens the configured queue: JetStream with `nats_url`, else the embedded one at
+    /// `queue_path` or `default_path`. `max_inflight` bounds JetStream's unacknowledged
+    /// deliveries.
+    pub async fn open(
+        &self,
+        max_inflight: usize,
+        default_path: &std::path::Path,
+    ) -> Result<Arc<dyn Backend>, QueueError> {
+        if let Some(queue) = self.jetstream(max_inflight).await? {
+            return Ok(queue);
+        }
+        let path = self
+            .queue_path
+            .clone()
+            .unwrap_or_else(|| default_path.to_owned());
+        let at = path.clone();
+        // Opening creates folders and files: off the async runtime.
+        match tokio::task::spawn_blocking(move || SqliteQueue::open(&at)).await {
+            Ok(queue) => Ok(Arc::new(queue?)),
+            Err(e) => Err(QueueError::Backend {
+                queue: format!("embedded queue ({})", path.display()),
+                what: "opening it failed".into(),
+                source: e.into(),
+            }),
+        }
+    }
+}
+
+impl QueueConfig {
+    /// The JetStream queue at `nats_url`, or `None` when it is not set.
+    pub async fn jetstream(
+        &self,
+        max_inflight: usize,
+    ) -> Result<Option<Arc<dyn Backend>>, QueueError> {
+        let Some(url) = self.nats_url.as_deref().filter(|u| !u.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let pending = i64::try_from(max_inflight.saturating_mul(4).max(64)).unwrap_or(i64::MAX);
+        Ok(Some(Arc::new(
+            JetStreamQueue::connect(url, self.ack_wait, pending).await?,
+        )))
     }
 }
 

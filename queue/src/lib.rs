@@ -15,7 +15,9 @@
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let settings: WorkerConfig = defaults();
-//! let backend = defaults::<QueueConfig>().open(settings.max_inflight).await?;
+//! let backend = defaults::<QueueConfig>()
+//!     .open(settings.max_inflight, std::path::Path::new("/var/lib/tributary/queue.db"))
+//!     .await?;
 //! let worker = Worker::new(backend, &settings, &defaults::<GatewayLink>())?;
 //! worker.run(tributary_core::shutdown_signal()).await?;
 //! # Ok(()) }

@@ -48,6 +48,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 struct Db {
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// Held (locked) for as long as the queue is open: one process per file.
+    _lock: std::fs::File,
 }
 
 /// An error of the embedded queue at `path`, while doing `what`.
@@ -80,6 +82,40 @@ impl Db {
     }
 }
 
+/// Takes `PATH.lock` for this process, or says which process holds it.
+fn lock(path: &Path) -> Result<std::fs::File, QueueError> {
+    use std::io::{Read, Seek, Write};
+    let lock_path = path.with_extension("db.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| error(path, "cannot create its lock file", e))?;
+    match file.try_lock() {
+        Ok(()) => {
+            let _ = file.set_len(0);
+            let _ = file.rewind();
+            let _ = write!(file, "{}", std::process::id());
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            Err(error(
+                path,
+                "refusing to start",
+                format!(
+                    "it is in use by another process (pid {}): each gateway needs its own queue_path or state_dir",
+                    holder.trim()
+                ),
+            ))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(error(path, "cannot lock it", e)),
+    }
+}
+
 /// The embedded durable queue.
 #[derive(Clone)]
 pub struct SqliteQueue {
@@ -93,6 +129,7 @@ impl SqliteQueue {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| error(path, "cannot create its folder", e))?;
         }
+        let lock = lock(path)?;
         let fail = |e: rusqlite::Error| error(path, "cannot open it", e);
         let conn = Connection::open(path).map_err(fail)?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -115,6 +152,7 @@ impl SqliteQueue {
             db: Arc::new(Db {
                 conn: Mutex::new(conn),
                 path: path.to_owned(),
+                _lock: lock,
             }),
             notify: Arc::new(Notify::new()),
         })
@@ -389,6 +427,19 @@ mod tests {
             .expect("dead letter");
         assert_eq!(q.depth().await.expect("depth"), 0);
         assert_eq!(q.dead_letters(10).await.expect("list"), vec![record]);
+    }
+
+    #[test]
+    fn a_second_opener_of_the_same_file_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("q.db");
+        let first = SqliteQueue::open(&path).expect("opens");
+        let err = SqliteQueue::open(&path).err().expect("refused");
+        let text = tributary_core::Chain(&err).to_string();
+        assert!(text.contains("in use by another process"), "{text}");
+        assert!(text.contains(&std::process::id().to_string()), "{text}");
+        drop(first);
+        SqliteQueue::open(&path).expect("free again once closed");
     }
 
     #[tokio::test]

@@ -40,14 +40,16 @@ pub struct ConnectorProcess {
 }
 
 impl ConnectorProcess {
-    /// Starts `tributary connector <kind>` against `gateway_url` with extra env settings.
-    pub fn start(kind: &str, gateway_url: &str, env: &[(&str, &str)]) -> Self {
+    /// Starts `tributary connector <kind>` against `gateway` (with its credentials) and extra
+    /// env settings.
+    pub fn start(kind: &str, gateway: &GatewayProcess, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let metrics_port = free_port();
         let mut cmd = Command::new(tributary_bin());
         cmd.args(["connector", kind])
-            .env("gateway_url", gateway_url)
+            .env("gateway_url", &gateway.base)
             .env("metrics_port", metrics_port.to_string())
+            .envs(gateway.auth_env())
             .envs(env.iter().copied());
         let (child, log) = spawn_logged(&mut cmd, dir.path(), "connector");
         Self {

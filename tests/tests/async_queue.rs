@@ -373,10 +373,11 @@ async fn gateway_restart_mid_queue_loses_nothing() {
     }
 }
 
-fn spawn_queue_worker(nats: &NatsServer, gateway: &str) -> Child {
+fn spawn_queue_worker(nats: &NatsServer, gateway: &GatewayProcess) -> Child {
     Command::new(tributary_bin())
         .arg("queue-worker")
-        .env("gateway_url", gateway)
+        .env("gateway_url", &gateway.base)
+        .envs(gateway.auth_env())
         .env("nats_url", &nats.url)
         .env("ack_wait", "2s")
         .env("max_inflight", "4")
@@ -438,7 +439,7 @@ async fn sigkilled_worker_redelivers_every_message() {
         for i in 0..n {
             enqueue(&gw, "slow", &format!("n{i:02}"), None).await;
         }
-        let mut worker = spawn_queue_worker(&nats, &gw.base);
+        let mut worker = spawn_queue_worker(&nats, &gw);
         eventually(
             Duration::from_secs(20),
             "the worker has calls in flight",
@@ -450,7 +451,7 @@ async fn sigkilled_worker_redelivers_every_message() {
         worker.wait().unwrap();
         let before = delivered(&record).len();
         assert!(before < n, "killed mid-stream ({before} of {n} done)");
-        let mut worker = spawn_queue_worker(&nats, &gw.base);
+        let mut worker = spawn_queue_worker(&nats, &gw);
         eventually(
             Duration::from_secs(60),
             "every message delivered after the restart",

@@ -51,8 +51,11 @@ async fn up_serves_the_example_stack() {
 }
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    // Each run gets its own state directory, unless the test names one.
+    let state = tempfile::tempdir().unwrap();
     let out = Command::new(tributary_bin())
         .args(args)
+        .env("state_dir", state.path())
         .envs(env.iter().copied())
         .output()
         .expect("run tributary");
@@ -93,6 +96,23 @@ fn bad_stack_files_name_file_line_and_field() {
     assert_ne!(code, 0);
     assert!(
         out.contains("no-cmd.yml:4:") && out.contains("fprocess"),
+        "{out}"
+    );
+
+    let misspelt = dir.path().join("misspelt.yml");
+    std::fs::write(
+        &misspelt,
+        "functions:\n  hello:\n    fprocess: cat\n    enviroment:\n      a: b\n",
+    )
+    .unwrap();
+    let (code, out) = run(
+        &["up", "-f", misspelt.to_str().unwrap(), "--port", "0"],
+        &[],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("unknown field `enviroment` (did you mean `environment`?)")
+            && out.contains("known fields:"),
         "{out}"
     );
 

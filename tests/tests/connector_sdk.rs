@@ -33,7 +33,7 @@ async fn topic_map_is_built_from_annotations_across_namespaces() {
     for d in [a, b, c] {
         gw.deploy_ok(d).await;
     }
-    let config = test_config(&gw.base).build().unwrap();
+    let config = gw.connector_config().build().unwrap();
     let controller = TopicMapSync::new(&config, ConnectorMetrics::new()).unwrap();
     let map = controller.sync().await.unwrap();
     assert_eq!(map.functions_for("payments"), ["a", "b.team-b"]);
@@ -66,7 +66,8 @@ async fn fans_out_to_every_subscriber_with_headers_and_acks_once() {
 
     let (source, mut feed) = channel_source(DeliveryOrder::Unordered);
     let cancel = CancellationToken::new();
-    let config = test_config(&gw.base)
+    let config = gw
+        .connector_config()
         .content_type("application/json")
         .build()
         .unwrap();
@@ -134,7 +135,7 @@ async fn retries_503_twice_then_acks_once() {
     let (source, mut feed) = channel_source(DeliveryOrder::Unordered);
     let cancel = CancellationToken::new();
     let runtime = tokio::spawn(run(
-        test_config(&gw.base).max_retries(5u32).build().unwrap(),
+        gw.connector_config().max_retries(5u32).build().unwrap(),
         source,
         cancel.clone(),
     ));
@@ -195,7 +196,7 @@ async fn always_failing_function_is_dead_lettered_after_max_retries() {
     let (source, mut feed) = channel_source(DeliveryOrder::Unordered);
     let cancel = CancellationToken::new();
     let runtime = tokio::spawn(run(
-        test_config(&gw.base).max_retries(2u32).build().unwrap(),
+        gw.connector_config().max_retries(2u32).build().unwrap(),
         source,
         cancel.clone(),
     ));
@@ -251,7 +252,8 @@ async fn retry_after_is_obeyed() {
     let (source, mut feed) = channel_source(DeliveryOrder::Unordered);
     let cancel = CancellationToken::new();
     // Backoff alone would wait at most 300 ms; Retry-After asks for 1 s (below max_retry_wait).
-    let config = test_config(&gw.base)
+    let config = gw
+        .connector_config()
         .max_retry_wait(Duration::from_secs(5))
         .initial_retry_wait(Duration::from_millis(10))
         .build()
@@ -286,7 +288,7 @@ async fn order_per_key_is_kept_under_concurrency() {
     let (source, mut feed) = channel_source(DeliveryOrder::PerKey);
     let cancel = CancellationToken::new();
     let runtime = tokio::spawn(run(
-        test_config(&gw.base).max_inflight(16usize).build().unwrap(),
+        gw.connector_config().max_inflight(16usize).build().unwrap(),
         source,
         cancel.clone(),
     ));
@@ -335,7 +337,7 @@ async fn messages_without_subscribers_are_acked_and_counted() {
     let gw = GatewayProcess::start().await;
     let (source, mut feed) = channel_source(DeliveryOrder::Unordered);
     let cancel = CancellationToken::new();
-    let connector = Connector::new(test_config(&gw.base).build().unwrap());
+    let connector = Connector::new(gw.connector_config().build().unwrap());
     let metrics = connector.metrics().clone();
     let runtime = tokio::spawn(connector.run(source, cancel.clone()));
     feed.send("nobody-listens", "x").await;
@@ -379,17 +381,23 @@ async fn keeps_running_while_the_gateway_is_down_and_recovers() {
     let stack = recorder_stack(&dir, "steady", &f);
     let port = tributary_tests::free_port();
     let base = format!("http://127.0.0.1:{port}");
+    // One state directory for both gateways: the restarted one keeps its credentials.
+    let state = dir.path().join("state");
     let up = || {
         GatewayOptions::default()
             .port(port)
             .stack(&stack)
             .arg("--no-cron")
+            .state_dir(&state)
     };
 
-    // Started before the gateway exists: it waits for a topic map and takes no message.
+    // Started before the gateway exists: it waits for a topic map and takes no message (its
+    // credentials are read from the gateway's state once they exist).
     let (source, mut feed) = channel_source(DeliveryOrder::Unordered);
     let cancel = CancellationToken::new();
     let config = test_config(&base)
+        .basic_auth(true)
+        .secret_mount_path(state.join("credentials"))
         .max_retries(60u32)
         .max_retry_wait(Duration::from_millis(250))
         .build()
@@ -455,7 +463,7 @@ async fn graceful_shutdown_loses_nothing() {
     .await;
     let (source, mut feed) = channel_source(DeliveryOrder::Unordered);
     let cancel = CancellationToken::new();
-    let connector = Connector::new(test_config(&gw.base).max_inflight(6usize).build().unwrap());
+    let connector = Connector::new(gw.connector_config().max_inflight(6usize).build().unwrap());
     let metrics = connector.metrics().clone();
     let runtime = tokio::spawn(connector.run(source, cancel.clone()));
     for i in 0..40 {
@@ -545,7 +553,7 @@ async fn basic_auth_credentials_are_sent_to_the_gateway() {
     assert_eq!(r.status(), 202);
 
     // Without credentials the controller reports 401 clearly.
-    let config = test_config(&gw.base).build().unwrap();
+    let config = gw.connector_config().build().unwrap();
     let err = TopicMapSync::new(&config, ConnectorMetrics::new())
         .unwrap()
         .sync()
@@ -556,7 +564,8 @@ async fn basic_auth_credentials_are_sent_to_the_gateway() {
         "{err}"
     );
 
-    let config = test_config(&gw.base)
+    let config = gw
+        .connector_config()
         .basic_auth(true)
         .secret_mount_path(secrets.path().to_owned())
         .build()
@@ -580,7 +589,7 @@ async fn metrics_are_served_on_the_metrics_port() {
     let (source, mut feed) = channel_source(DeliveryOrder::Unordered);
     let cancel = CancellationToken::new();
     let runtime = tokio::spawn(run(
-        test_config(&gw.base).metrics_port(port).build().unwrap(),
+        gw.connector_config().metrics_port(port).build().unwrap(),
         source,
         cancel.clone(),
     ));
@@ -617,7 +626,8 @@ async fn asynchronous_invocation_goes_through_the_gateway_queue() {
         .await;
     let (source, mut feed) = channel_source(DeliveryOrder::Unordered);
     let cancel = CancellationToken::new();
-    let config = test_config(&gw.base)
+    let config = gw
+        .connector_config()
         .asynchronous_invocation(true)
         .build()
         .unwrap();
@@ -651,7 +661,7 @@ async fn a_taken_metrics_port_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let (source, _feed) = channel_source(DeliveryOrder::Unordered);
-    let config = test_config(&gw.base).metrics_port(port).build().unwrap();
+    let config = gw.connector_config().metrics_port(port).build().unwrap();
     let err = run(config, source, CancellationToken::new())
         .await
         .unwrap_err();
@@ -679,7 +689,7 @@ async fn a_panicking_response_subscriber_nacks_its_message_and_the_connector_goe
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = calls.clone();
     // User code with a bug: every 10th outcome it sees, it panics.
-    let connector = Connector::new(test_config(&gw.base).max_inflight(8usize).build().unwrap())
+    let connector = Connector::new(gw.connector_config().max_inflight(8usize).build().unwrap())
         .with_subscriber(move |_: &InvocationOutcome| {
             if counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 10 == 9 {
                 panic!("a response subscriber bug (on purpose, in a test)");

@@ -30,7 +30,7 @@ async fn fires_every_second_with_cron_headers() {
     let f = dir.path().join("tick.jsonl");
     gw.deploy_ok(scheduled("tick", &f, "* * * * * *", &[]))
         .await;
-    let cron = ConnectorProcess::start("cron", &gw.base, &[("rebuild_interval", "1s")]);
+    let cron = ConnectorProcess::start("cron", &gw, &[("rebuild_interval", "1s")]);
     let records = records_reach(&f, 3, Duration::from_secs(15)).await;
     let mut scheduled_times = Vec::new();
     for r in &records {
@@ -72,7 +72,7 @@ async fn schedule_changes_and_removals_are_picked_up() {
     let f = dir.path().join("job.jsonl");
     // Starts with a schedule that will not fire during the test.
     gw.deploy_ok(scheduled("job", &f, "0 0 1 1 *", &[])).await;
-    let cron = ConnectorProcess::start("cron", &gw.base, &[("rebuild_interval", "500ms")]);
+    let cron = ConnectorProcess::start("cron", &gw, &[("rebuild_interval", "500ms")]);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(read_records(&f).is_empty());
 
@@ -126,7 +126,7 @@ async fn bad_schedules_are_rejected_clearly_and_others_keep_running() {
     let mut d = scheduled("zoned", &bad, "0 9 * * *", &[]);
     d["annotations"]["com.openfaas.schedule.timezone"] = json!("Mars/Olympus_Mons");
     gw.deploy_ok(d).await;
-    let mut cron = ConnectorProcess::start("cron", &gw.base, &[("rebuild_interval", "300ms")]);
+    let mut cron = ConnectorProcess::start("cron", &gw, &[("rebuild_interval", "300ms")]);
     records_reach(&good, 2, Duration::from_secs(10)).await;
     let logs = cron.logs();
     let broken_lines = logs
@@ -173,7 +173,7 @@ async fn slow_every_second() -> (GatewayProcess, tempfile::TempDir) {
 async fn overlapping_runs_are_skipped() {
     let (gw, dir) = slow_every_second().await;
     let f = dir.path().join("slow.jsonl");
-    let cron = ConnectorProcess::start("cron", &gw.base, &[("rebuild_interval", "1s")]);
+    let cron = ConnectorProcess::start("cron", &gw, &[("rebuild_interval", "1s")]);
     records_reach(&f, 2, Duration::from_secs(15)).await;
     let records = read_records(&f);
     assert!(
@@ -194,7 +194,7 @@ async fn overlap_can_be_allowed() {
     let f = dir.path().join("slow.jsonl");
     let _cron = ConnectorProcess::start(
         "cron",
-        &gw.base,
+        &gw,
         &[("rebuild_interval", "1s"), ("allow_overlap", "true")],
     );
     let records = records_reach(&f, 3, Duration::from_secs(15)).await;

@@ -24,7 +24,7 @@ fn start_connector(
     env.push(("initial_retry_wait", "50ms"));
     env.push(("max_retry_wait", "200ms"));
     env.extend_from_slice(extra);
-    ConnectorProcess::start("kafka", &gw.base, &env)
+    ConnectorProcess::start("kafka", gw, &env)
 }
 
 /// Offsets each partition's records arrived in.
@@ -461,7 +461,7 @@ async fn an_unreachable_broker_is_reported_and_retried_until_it_comes_up() {
     let bootstrap = format!("127.0.0.1:{port}");
     let connector = ConnectorProcess::start(
         "kafka",
-        &gw.base,
+        &gw,
         &[
             ("broker_hosts", bootstrap.as_str()),
             ("topics", "late"),
@@ -560,17 +560,12 @@ async fn a_handed_back_message_is_read_again_and_commits_go_on() {
     // User code that panics on every 10th outcome: each time, its message is handed back.
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
-    let connector = Connector::new(
-        tributary_tests::sdk::test_config(&gw.base)
-            .max_inflight(8usize)
-            .build()
-            .unwrap(),
-    )
-    .with_subscriber(move |_: &InvocationOutcome| {
-        if counter.fetch_add(1, Ordering::SeqCst) % 10 == 9 {
-            panic!("a response subscriber bug (on purpose, in a test)");
-        }
-    });
+    let connector = Connector::new(gw.connector_config().max_inflight(8usize).build().unwrap())
+        .with_subscriber(move |_: &InvocationOutcome| {
+            if counter.fetch_add(1, Ordering::SeqCst) % 10 == 9 {
+                panic!("a response subscriber bug (on purpose, in a test)");
+            }
+        });
     let metrics = connector.metrics().clone();
     let cancel = CancellationToken::new();
     let runtime = tokio::spawn(connector.run(KafkaSource::new(config).unwrap(), cancel.clone()));

@@ -40,7 +40,7 @@ async fn core_mode_fans_out_matches_wildcards_passes_headers_and_replies() {
         .await;
     let connector = ConnectorProcess::start(
         "nats",
-        &gw.base,
+        &gw,
         &[
             ("nats_url", nats.url.as_str()),
             ("topics", "orders,events.>"),
@@ -138,7 +138,7 @@ fn jetstream_connector(
         ("print_response", "false"),
     ];
     env.extend_from_slice(extra);
-    ConnectorProcess::start("nats", &gw.base, &env)
+    ConnectorProcess::start("nats", gw, &env)
 }
 
 #[tokio::test]
@@ -263,7 +263,7 @@ async fn user_and_password_are_used_and_a_wrong_password_fails_clearly() {
         .await;
     let connector = ConnectorProcess::start(
         "nats",
-        &gw.base,
+        &gw,
         &[
             ("nats_url", nats.url.as_str()),
             ("topics", "secure"),

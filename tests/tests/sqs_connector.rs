@@ -21,7 +21,7 @@ fn start_connector(
     env.push(("rebuild_interval", "500ms"));
     env.push(("wait_time", "1s"));
     env.extend_from_slice(extra);
-    ConnectorProcess::start("sqs", &gw.base, &env)
+    ConnectorProcess::start("sqs", gw, &env)
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@ use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tributary_core::auth::BasicAuth;
 use tributary_core::client::{Auth, GatewayClient};
 
 use super::{eventually, free_port, signal, spawn_logged, tributary_bin, wait_exit};
@@ -20,6 +21,8 @@ pub struct GatewayOptions {
     pub stack_file: Option<PathBuf>,
     /// Listen on this port instead of a free one (to restart a gateway in place).
     pub port: Option<u16>,
+    /// Keep state here instead of a fresh folder (to restart a gateway with its credentials).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl GatewayOptions {
@@ -46,6 +49,12 @@ impl GatewayOptions {
         self.port = Some(port);
         self
     }
+
+    /// Keeps the gateway's state (generated credentials, queue) in `dir`.
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
+        self
+    }
 }
 
 /// A `tributary gateway` (or `up`) process on a free port, killed on drop.
@@ -57,8 +66,11 @@ pub struct GatewayProcess {
     pub base: String,
     /// An HTTP client.
     pub http: reqwest::Client,
-    /// A typed client for the gateway's API.
+    /// A typed client for the gateway's API (with the generated credentials, if any).
     pub client: GatewayClient,
+    /// The gateway's state directory.
+    pub state_dir: PathBuf,
+    credentials: Option<BasicAuth>,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -78,28 +90,29 @@ impl GatewayProcess {
             Some(f) => cmd.arg("up").arg("-f").arg(f),
             None => cmd.arg("gateway"),
         };
+        let state_dir = options
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("state"));
         cmd.arg("--port")
             .arg(port.to_string())
             .arg("--bind")
             .arg("127.0.0.1")
+            .arg("--state-dir")
+            .arg(&state_dir)
             .args(&options.args)
             .envs(options.env.iter().cloned())
             .current_dir(dir.path());
         let (child, log) = spawn_logged(&mut cmd, dir.path(), "gateway");
+        let base = format!("http://127.0.0.1:{port}");
         let mut gw = Self {
             child,
             port,
-            base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .expect("client"),
-            client: GatewayClient::new(
-                &format!("http://127.0.0.1:{port}"),
-                Auth::None,
-                Duration::from_secs(60),
-            )
-            .expect("gateway client"),
+            http: clients(&base, None).0,
+            client: clients(&base, None).1,
+            base,
+            state_dir,
+            credentials: None,
             log,
             _dir: dir,
         };
@@ -123,7 +136,46 @@ impl GatewayProcess {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // Generated credentials (basic auth is on by default) are written before the gateway
+        // answers: the helpers send them, so tests talk to a secure gateway as users do.
+        let generated = gw.state_dir.join("credentials");
+        if let Ok(password) = std::fs::read_to_string(generated.join("basic-auth-password")) {
+            let auth = BasicAuth::new("admin", password.trim());
+            (gw.http, gw.client) = clients(&gw.base, Some(&auth));
+            gw.credentials = Some(auth);
+        }
         gw
+    }
+
+    /// The generated credentials, when the gateway generated them.
+    pub fn credentials(&self) -> Option<&BasicAuth> {
+        self.credentials.as_ref()
+    }
+
+    /// Settings a connector process needs to read this gateway's `/system` routes.
+    pub fn auth_env(&self) -> Vec<(String, String)> {
+        match &self.credentials {
+            Some(_) => vec![
+                ("basic_auth".into(), "true".into()),
+                (
+                    "secret_mount_path".into(),
+                    self.state_dir.join("credentials").display().to_string(),
+                ),
+            ],
+            None => Vec::new(),
+        }
+    }
+
+    /// A connector configuration for this gateway (see [`super::test_config`]), with its
+    /// generated credentials.
+    pub fn connector_config(&self) -> crate::ControllerConfigBuilder {
+        let config = super::test_config(&self.base);
+        match &self.credentials {
+            Some(_) => config
+                .basic_auth(true)
+                .secret_mount_path(self.state_dir.join("credentials")),
+            None => config,
+        }
     }
 
     /// A URL on this gateway.
@@ -134,6 +186,11 @@ impl GatewayProcess {
     /// The gateway's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Waits up to `limit` until the gateway has logged `needle`.
+    pub async fn wait_for_log(&self, needle: &str, limit: Duration) {
+        eventually(limit, needle, || async { self.logs().contains(needle) }).await;
     }
 
     /// Everything the gateway logged so far.
@@ -291,4 +348,30 @@ pub fn fork_function(name: &str, command: &str) -> Value {
         "image": "tributary/fork:test",
         "envProcess": command,
     })
+}
+
+/// An HTTP client that sends `auth` with every request, and a typed client with it.
+fn clients(base: &str, auth: Option<&BasicAuth>) -> (reqwest::Client, GatewayClient) {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(auth) = auth {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", auth.user, auth.password));
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Basic {token}").parse().expect("a header value"),
+        );
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .default_headers(headers)
+        .build()
+        .expect("client");
+    let client = GatewayClient::new(
+        base,
+        auth.map_or(Auth::None, |a| Auth::Basic(a.clone())),
+        Duration::from_secs(60),
+    )
+    .expect("gateway client");
+    (http, client)
 }

@@ -190,7 +190,7 @@ impl Scheduler {
                     tracing::info!(
                         function = %address,
                         schedule = %schedule,
-                        next = ?next.iter().flatten().min().map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),
+                        next = next.iter().flatten().min().map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)).as_deref(),
                         "function scheduled"
                     );
                     let in_flight = self

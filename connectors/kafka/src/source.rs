@@ -200,14 +200,13 @@ impl ConsumerLoop {
                         group = %self.config.group,
                         "connected to Kafka"
                     );
-                    if let Some(dlt) = &self.config.dead_letter_topic {
-                        if !md
+                    if let Some(dlt) = &self.config.dead_letter_topic
+                        && !md
                             .topics()
                             .iter()
                             .any(|t| t.name() == dlt && t.error().is_none())
-                        {
-                            tracing::warn!(dead_letter_topic = %dlt, "the dead-letter topic does not exist yet; dead letters wait until it does");
-                        }
+                    {
+                        tracing::warn!(dead_letter_topic = %dlt, "the dead-letter topic does not exist yet; dead letters wait until it does");
                     }
                     self.consumer.context().clear_error();
                     return true;

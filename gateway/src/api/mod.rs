@@ -26,6 +26,7 @@ pub(crate) struct AppState {
     pub(crate) provider: Arc<dyn Provider>,
     pub(crate) metrics: Metrics,
     pub(crate) max_body_size: usize,
+    pub(crate) max_replicas: u64,
     pub(crate) queue: Option<Arc<dyn AsyncQueue>>,
 }
 

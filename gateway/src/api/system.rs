@@ -9,10 +9,7 @@ use serde::Deserialize;
 
 use super::{App, parse_json, resolve_namespace};
 use crate::error::GatewayError;
-use crate::model::{
-    DeleteFunctionRequest, FunctionDeployment, GatewayInfo, ScaleServiceRequest, VersionInfo,
-    validate_name,
-};
+use crate::model::{DeleteFunctionRequest, FunctionDeployment, ScaleServiceRequest, validate_name};
 
 #[derive(Debug, Deserialize)]
 pub(super) struct NamespaceQuery {
@@ -25,13 +22,13 @@ impl NamespaceQuery {
     }
 }
 
-fn validate_deployment(d: &mut FunctionDeployment) -> Result<(), GatewayError> {
+fn validate_deployment(d: &mut FunctionDeployment, max_replicas: u64) -> Result<(), GatewayError> {
     validate_name("function", &d.service)
         .map_err(|e| GatewayError::BadRequest(format!("field `service`: {e}")))?;
     let ns = resolve_namespace(d.namespace.as_deref())
         .map_err(|e| GatewayError::BadRequest(format!("field `namespace`: {e}")))?;
     d.namespace = Some(ns);
-    Ok(())
+    crate::limits::check_deployment(d, max_replicas)
 }
 
 pub(super) async fn list_functions(
@@ -65,7 +62,7 @@ pub(super) async fn deploy_function(
     body: Bytes,
 ) -> Result<Response, GatewayError> {
     let mut d: FunctionDeployment = parse_json(&body)?;
-    validate_deployment(&mut d)?;
+    validate_deployment(&mut d, app.max_replicas)?;
     app.provider.deploy(d).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
@@ -75,7 +72,7 @@ pub(super) async fn update_function(
     body: Bytes,
 ) -> Result<Response, GatewayError> {
     let mut d: FunctionDeployment = parse_json(&body)?;
-    validate_deployment(&mut d)?;
+    validate_deployment(&mut d, app.max_replicas)?;
     app.provider.update(d).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
@@ -108,6 +105,8 @@ pub(super) async fn scale_function(
         )));
     }
     let ns = resolve_namespace(req.namespace.as_deref().or(q.namespace.as_deref()))?;
+    let function = app.provider.status(&name, &ns).await?;
+    crate::limits::check_scale(req.replicas, function.labels.as_ref(), app.max_replicas)?;
     app.provider.scale(&name, &ns, req.replicas).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
@@ -116,17 +115,10 @@ pub(super) async fn list_namespaces(State(app): App) -> Result<Response, Gateway
     Ok(axum::Json(app.provider.namespaces().await?).into_response())
 }
 
+/// `/system/info` in faas-provider's shape (`provider`, `orchestration`, `version.sha`,
+/// `version.release`), so the OpenFaaS gateway can use this gateway as its provider.
 pub(super) async fn info(State(app): App) -> Response {
-    axum::Json(GatewayInfo {
-        provider: app.provider.info(),
-        version: VersionInfo {
-            release: env!("CARGO_PKG_VERSION").into(),
-            sha: String::new(),
-            commit_message: Some(String::new()),
-        },
-        arch: std::env::consts::ARCH.into(),
-    })
-    .into_response()
+    axum::Json(app.provider.info()).into_response()
 }
 
 pub(super) async fn metrics(State(app): App) -> Response {

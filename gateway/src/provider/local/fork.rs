@@ -26,6 +26,16 @@ pub(super) async fn invoke(
     request: Request<Body>,
 ) -> Result<Response<Body>, GatewayError> {
     let name = &function.spec.service;
+    let _slot =
+        match &function.slots {
+            Some((slots, limit)) => Some(slots.clone().try_acquire_owned().map_err(|_| {
+                GatewayError::TooManyRequests {
+                    name: name.clone(),
+                    limit: *limit,
+                }
+            })?),
+            None => None,
+        };
     let (parts, body) = request.into_parts();
     let mut child =
         command(inner, function, &parts)
@@ -35,32 +45,49 @@ pub(super) async fn invoke(
                 program: function.argv[0].clone(),
                 source,
             })?;
-    let pid = child.id();
-    let exchanged = tokio::time::timeout(inner.upstream_timeout, exchange(&mut child, body)).await;
-    // Whatever happened, nothing the command started outlives the request.
-    if let Some(pid) = pid {
-        signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+    // Whatever happens (an answer, a timeout, the client going away), nothing the command
+    // started outlives the request.
+    let _group = KillGroup(child.id());
+    let exchanged = tokio::time::timeout(
+        inner.upstream_timeout,
+        exchange(&mut child, body, inner.max_body_size),
+    )
+    .await
+    .map_err(|_| GatewayError::UpstreamTimeout {
+        name: name.clone(),
+        timeout_secs: inner.upstream_timeout.as_secs_f64(),
+    })?;
+    match exchanged {
+        Ok(output) => respond(function, &parts, output),
+        Err(Stop::Feed(e)) if is_length_limit(&e) => Err(GatewayError::PayloadTooLarge {
+            limit: inner.max_body_size,
+        }),
+        Err(Stop::Feed(e)) => Err(GatewayError::BadRequest(format!(
+            "reading the request body failed: {e}"
+        ))),
+        Err(Stop::TooLarge) => Err(GatewayError::ResponseTooLarge {
+            name: name.clone(),
+            limit: inner.max_body_size,
+        }),
+        Err(Stop::Io(what, e)) => Err(GatewayError::internal(format!("{what} {name}"), e)),
     }
-    let output = match exchanged {
-        Ok(output) => output?,
-        Err(_) => {
-            return Err(GatewayError::UpstreamTimeout {
-                name: name.clone(),
-                timeout_secs: inner.upstream_timeout.as_secs_f64(),
-            });
+}
+
+/// SIGKILLs a process group when dropped.
+struct KillGroup(Option<u32>);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            signal_group(pid, nix::sys::signal::Signal::SIGKILL);
         }
-    };
-    respond(inner, function, &parts, output)
+    }
 }
 
 /// The command with the function's environment and the request described in `Http_*` vars.
 fn command(inner: &Inner, function: &Function, parts: &Parts) -> Command {
-    let mut cmd = Command::new(&function.argv[0]);
-    cmd.args(&function.argv[1..])
-        .current_dir(&inner.work_dir)
-        .env("PATH", &inner.path_var)
-        .envs(&function.spec.env_vars)
-        .env("Http_Method", parts.method.as_str())
+    let mut cmd = inner.command(function);
+    cmd.env("Http_Method", parts.method.as_str())
         .env("Http_Path", parts.uri.path())
         .env("Http_Query", parts.uri.query().unwrap_or(""))
         .stdin(Stdio::piped())
@@ -78,79 +105,90 @@ fn command(inner: &Inner, function: &Function, parts: &Parts) -> Command {
 
 /// What one run of the command produced.
 struct Output {
-    /// Feeding the body failed (e.g. it was over the size limit).
-    fed: Result<(), axum::Error>,
-    stdout: std::io::Result<Vec<u8>>,
+    stdout: Vec<u8>,
     stderr: Vec<u8>,
-    status: std::io::Result<ExitStatus>,
+    status: ExitStatus,
 }
 
-/// Feeds the body to stdin while reading stdout and stderr, until the process exits.
-async fn exchange(child: &mut Child, body: Body) -> Result<Output, GatewayError> {
-    let (Some(mut stdin), Some(mut stdout), Some(mut stderr)) =
+/// Why a run stopped before the command finished.
+enum Stop {
+    /// The request body could not be read (e.g. it was over the size limit).
+    Feed(axum::Error),
+    /// The command wrote more than the limit.
+    TooLarge,
+    /// Talking to the process failed.
+    Io(&'static str, std::io::Error),
+}
+
+/// Feeds the body to stdin while reading stdout (at most `limit` bytes) and stderr, until the
+/// process exits; stops at the first failure.
+async fn exchange(child: &mut Child, body: Body, limit: usize) -> Result<Output, Stop> {
+    let (Some(mut stdin), Some(stdout), Some(mut stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
-        return Err(GatewayError::internal(
-            "the function's pipes were not created",
+        return Err(Stop::Io(
+            "creating the pipes of",
             std::io::Error::other("missing child pipe"),
         ));
     };
     let feed = async move {
         let mut stream = body.into_data_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
+            let chunk = chunk.map_err(Stop::Feed)?;
             if stdin.write_all(&chunk).await.is_err() {
                 // The function stopped reading its input; what it wrote still counts.
                 break;
             }
         }
         drop(stdin);
-        Ok::<(), axum::Error>(())
+        Ok::<(), Stop>(())
     };
     let read_out = async move {
         let mut out = Vec::new();
-        stdout.read_to_end(&mut out).await.map(|_| out)
+        let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+        stdout
+            .take(cap)
+            .read_to_end(&mut out)
+            .await
+            .map_err(|e| Stop::Io("reading the output of", e))?;
+        if out.len() > limit {
+            return Err(Stop::TooLarge);
+        }
+        Ok(out)
     };
     let read_err = async move {
         let mut out = Vec::new();
-        let _ = stderr.read_to_end(&mut out).await;
-        out
+        let _ = (&mut stderr).take(STDERR_CAP).read_to_end(&mut out).await;
+        // Keep the pipe drained so a chatty command does not block on it.
+        let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
+        Ok::<Vec<u8>, Stop>(out)
     };
-    let (fed, stdout, stderr, status) = tokio::join!(feed, read_out, read_err, child.wait());
+    let wait = async { child.wait().await.map_err(|e| Stop::Io("waiting for", e)) };
+    let ((), stdout, stderr, status) = tokio::try_join!(feed, read_out, read_err, wait)?;
     Ok(Output {
-        fed,
         stdout,
         stderr,
         status,
     })
 }
 
+/// The most of a run's stderr kept for the log.
+const STDERR_CAP: u64 = 64 * 1024;
+
 /// The HTTP answer for a finished run.
 fn respond(
-    inner: &Inner,
     function: &Function,
     parts: &Parts,
     output: Output,
 ) -> Result<Response<Body>, GatewayError> {
     let name = &function.spec.service;
-    if let Err(e) = output.fed {
-        if is_length_limit(&e) {
-            return Err(GatewayError::PayloadTooLarge {
-                limit: inner.max_body_size,
-            });
-        }
-        return Err(GatewayError::BadRequest(format!(
-            "reading request body failed: {e}"
-        )));
-    }
-    let status = output
-        .status
-        .map_err(|e| GatewayError::internal(format!("waiting for {name}"), e))?;
-    let out = output
-        .stdout
-        .map_err(|e| GatewayError::internal(format!("reading the output of {name}"), e))?;
-    if !output.stderr.is_empty() {
-        let text = String::from_utf8_lossy(&output.stderr);
+    let Output {
+        stdout: out,
+        stderr,
+        status,
+    } = output;
+    if !stderr.is_empty() {
+        let text = String::from_utf8_lossy(&stderr);
         if status.success() {
             tracing::debug!(function = %function.label, stderr = %text.trim_end(), "function stderr");
         } else {

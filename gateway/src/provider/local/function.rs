@@ -37,6 +37,8 @@ pub(super) struct Function {
     pub(super) last_error: Mutex<Option<String>>,
     /// Fork mode: why the command cannot run, if it cannot.
     pub(super) fork_error: Option<String>,
+    /// Fork mode: the runs allowed at once (none: no limit).
+    pub(super) slots: Option<(std::sync::Arc<tokio::sync::Semaphore>, usize)>,
     pub(super) next: AtomicUsize,
 }
 

@@ -31,12 +31,10 @@ use super::process::check_program;
 use crate::config::GatewayConfig;
 use crate::error::GatewayError;
 use crate::model::{
-    DEFAULT_NAMESPACE, FunctionDeployment, FunctionStatus, ProviderInfo, VersionInfo,
+    DEFAULT_NAMESPACE, FunctionDeployment, FunctionStatus, ProviderInfo, SCALE_MIN_LABEL,
+    VersionInfo,
 };
 use crate::proxy::HttpProxy;
-
-/// The label OpenFaaS uses for the minimum (and initial) replica count.
-const SCALE_MIN_LABEL: &str = "com.openfaas.scale.min";
 
 /// Settings of the local provider.
 #[derive(Debug, Clone, PartialEq, clap::Args)]
@@ -48,6 +46,10 @@ pub struct LocalConfig {
     /// `up`, the stack file's folder by default; otherwise the current folder).
     #[arg(long, env = "work_dir")]
     pub work_dir: Option<PathBuf>,
+    /// Requests a fork-mode function runs at once, unless its own `max_inflight` env var says
+    /// otherwise (0: no limit); beyond it: 429, as the OpenFaaS watchdog answers.
+    #[arg(long, env = "fork_max_inflight", default_value = "64", value_parser = tributary_core::units::parse_count)]
+    pub fork_max_inflight: usize,
     /// How long a process gets between SIGTERM and SIGKILL.
     #[arg(skip = Duration::from_secs(5))]
     pub stop_grace: Duration,
@@ -82,6 +84,32 @@ struct Inner {
     proxy: HttpProxy,
     cancel: CancellationToken,
     next_replica: AtomicU64,
+}
+
+/// Variables of the gateway's own environment a function process inherits; nothing else is.
+const INHERITED_ENV: [&str; 4] = ["HOME", "LANG", "LC_ALL", "TZ"];
+
+impl Inner {
+    /// The command of `function` in its folder with only its own environment: `PATH` (the
+    /// gateway's folder first), the locale and time-zone variables, `fprocess`, then its
+    /// `envVars`. Never the gateway's settings or credentials.
+    fn command(&self, function: &Function) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(&function.argv[0]);
+        cmd.args(&function.argv[1..])
+            .current_dir(&self.work_dir)
+            .env_clear()
+            .env("PATH", &self.path_var);
+        for name in INHERITED_ENV {
+            if let Some(value) = std::env::var_os(name) {
+                cmd.env(name, value);
+            }
+        }
+        if let Some(fprocess) = &function.spec.env_process {
+            cmd.env("fprocess", fprocess);
+        }
+        cmd.envs(&function.spec.env_vars);
+        cmd
+    }
 }
 
 impl LocalProvider {
@@ -157,9 +185,28 @@ impl LocalProvider {
                 spec.service
             )));
         }
-        let mode = match spec.env_vars.get("mode").map(String::as_str) {
+        let mode = match spec.env_vars.get("mode").map(|m| m.trim()) {
             Some("http") => Mode::Http,
-            _ => Mode::Fork,
+            None | Some("" | "fork") => Mode::Fork,
+            Some(other) => {
+                return Err(GatewayError::BadRequest(format!(
+                    "field `envVars.mode` must be `http` (a server on $PORT) or unset (the command runs per request), not {other:?}"
+                )));
+            }
+        };
+        let slots = match spec
+            .env_vars
+            .get("max_inflight")
+            .map(|m| m.trim().parse::<usize>())
+        {
+            None => Some(self.inner.config.fork_max_inflight),
+            Some(Ok(0)) => None,
+            Some(Ok(n)) => Some(n),
+            Some(Err(_)) => {
+                return Err(GatewayError::BadRequest(
+                    "field `envVars.max_inflight` must be a whole number (0: no limit)".into(),
+                ));
+            }
         };
         let desired = match spec.label(SCALE_MIN_LABEL) {
             Some(v) => v.parse::<u64>().map_err(|_| {
@@ -187,6 +234,7 @@ impl LocalProvider {
             failures: watch::channel(0).0,
             last_error: Mutex::new(fork_error.clone()),
             fork_error,
+            slots: slots.map(|n| (Arc::new(tokio::sync::Semaphore::new(n)), n)),
             next: AtomicUsize::new(0),
         }))
     }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -213,12 +213,8 @@ async fn run_replica(
         Ok(p) => p,
         Err(e) => return ReplicaEnd::Failed(format!("no free port: {e}")),
     };
-    let mut cmd = Command::new(&function.argv[0]);
-    cmd.args(&function.argv[1..])
-        .current_dir(&inner.work_dir)
-        .env("PATH", &inner.path_var)
-        .envs(&function.spec.env_vars)
-        .env("PORT", port.to_string())
+    let mut cmd = inner.command(function);
+    cmd.env("PORT", port.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

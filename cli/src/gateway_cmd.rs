@@ -97,7 +97,12 @@ async fn bind(args: &GatewayArgs, work_dir: PathBuf) -> anyhow::Result<Bound> {
         work_dir: Some(work_dir),
         ..args.local.clone()
     };
-    let provider = Arc::new(LocalProvider::new(local, config, cancel.child_token()));
+    let provider = Arc::new(LocalProvider::new(
+        local,
+        config,
+        state.clone(),
+        cancel.child_token(),
+    ));
     let queue = args
         .queue
         .open(args.worker.max_inflight, &state.queue())

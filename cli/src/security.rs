@@ -14,6 +14,13 @@ pub fn announce(
 ) -> AuthArgs {
     let url = format!("http://{}", config.local_authority(port));
     tracing::info!(state_dir = %state.root().display(), "state directory");
+    if config.callback_allow.is_open() {
+        tracing::info!(
+            "X-Callback-Url may name any host the gateway can reach; set callback_allow to list the allowed ones"
+        );
+    } else {
+        tracing::info!(callback_allow = %config.callback_allow, "callbacks restricted");
+    }
     match source {
         Some(CredentialSource::Generated { dir, created }) => {
             let password = dir.join(tributary_core::auth::PASSWORD_FILE);

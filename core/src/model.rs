@@ -257,6 +257,111 @@ pub struct GatewayInfo {
     pub arch: String,
 }
 
+/// A secret as `/system/secrets` takes it (faas-provider's `Secret`): `value` as text or
+/// `rawValue` as base64 bytes. Listings carry names only. Its `Debug` never shows the value.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Secret {
+    /// Secret name (the file name a function reads it from).
+    pub name: String,
+    /// Namespace; the default one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The value as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The value as bytes (base64 in JSON); wins over `value`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "base64_bytes"
+    )]
+    pub raw_value: Option<Vec<u8>>,
+}
+
+impl Secret {
+    /// The secret's content: `rawValue` when given, else `value`, else nothing.
+    pub fn content(&self) -> &[u8] {
+        match (&self.raw_value, &self.value) {
+            (Some(raw), _) => raw,
+            (None, Some(text)) => text.as_bytes(),
+            (None, None) => &[],
+        }
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secret")
+            .field("name", &self.name)
+            .field("namespace", &self.namespace)
+            .field("value", &"<redacted>")
+            .finish()
+    }
+}
+
+/// `Option<Vec<u8>>` as a base64 string, as Go encodes `[]byte`.
+mod base64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(bytes) => s.serialize_str(&STANDARD.encode(bytes)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(text) => STANDARD
+                .decode(text.as_bytes())
+                .map(Some)
+                .map_err(|e| serde::de::Error::custom(format!("rawValue must be base64: {e}"))),
+            None => Ok(None),
+        }
+    }
+}
+
+/// One line of a function's output, as `/system/logs` streams it (faas-provider's `Message`),
+/// one JSON object per line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogMessage {
+    /// Function name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// The replica (process) that wrote it.
+    pub instance: String,
+    /// When it was captured.
+    pub timestamp: DateTime<Utc>,
+    /// The line, without its newline.
+    pub text: String,
+}
+
+/// Checks a secret name: a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', at most
+/// 253, starting and ending with a letter or digit), as Kubernetes requires; it is also a safe
+/// file name.
+pub fn validate_secret_name(name: &str) -> Result<(), String> {
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let bytes = name.as_bytes();
+    let ok = !bytes.is_empty()
+        && bytes.len() <= 253
+        && bytes.iter().all(|&b| alnum(b) || b == b'-' || b == b'.')
+        && bytes.first().copied().is_some_and(alnum)
+        && bytes.last().copied().is_some_and(alnum);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "secret name {name:?} is invalid: use 1-253 lowercase letters, digits, '-' or '.', starting and ending with a letter or digit"
+        ))
+    }
+}
+
 /// Checks a function or namespace name the way OpenFaaS does (a DNS-1123 label).
 pub fn validate_name(kind: &str, name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
@@ -278,6 +383,32 @@ pub fn validate_name(kind: &str, name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_take_text_or_base64_bytes_and_never_show_their_value() {
+        let s: Secret = serde_json::from_str(r#"{"name":"k","value":"v"}"#).expect("parses");
+        assert_eq!(s.content(), b"v");
+        let s: Secret =
+            serde_json::from_str(r#"{"name":"k","value":"v","rawValue":"AAEC"}"#).expect("parses");
+        assert_eq!(s.content(), [0, 1, 2]);
+        assert!(!format!("{s:?}").contains("AAEC") && !format!("{s:?}").contains("\"v\""));
+        let listed = Secret {
+            name: "k".into(),
+            namespace: Some("openfaas-fn".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&listed).expect("json"),
+            r#"{"name":"k","namespace":"openfaas-fn"}"#
+        );
+        let err =
+            serde_json::from_str::<Secret>(r#"{"name":"k","rawValue":"!!"}"#).expect_err("bad");
+        assert!(err.to_string().contains("base64"), "{err}");
+        assert!(validate_secret_name("api.key-1").is_ok());
+        for bad in ["", "../x", "a/b", ".x", "x.", "A", "a b"] {
+            assert!(validate_secret_name(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn deployment_uses_openfaas_field_names() {

@@ -26,6 +26,39 @@ pub enum GatewayError {
         /// Namespace.
         namespace: String,
     },
+    /// The named secret does not exist.
+    #[error(
+        "secret {name:?} not found in namespace {namespace:?}; create it with POST /system/secrets (faas-cli secret create)"
+    )]
+    SecretNotFound {
+        /// Secret name.
+        name: String,
+        /// Namespace.
+        namespace: String,
+    },
+    /// A POST named a secret that already exists.
+    #[error(
+        "secret {name:?} already exists in namespace {namespace:?}; use PUT /system/secrets to update it"
+    )]
+    SecretExists {
+        /// Secret name.
+        name: String,
+        /// Namespace.
+        namespace: String,
+    },
+    /// A deployment names secrets that do not exist.
+    #[error(
+        "function {name:?} names secrets that do not exist in namespace {namespace:?}: {}; create them first (faas-cli secret create)",
+        missing.join(", ")
+    )]
+    MissingSecrets {
+        /// Function name.
+        name: String,
+        /// Namespace.
+        namespace: String,
+        /// The missing secrets.
+        missing: Vec<String>,
+    },
     /// The request was malformed.
     #[error("{0}")]
     BadRequest(String),
@@ -139,9 +172,9 @@ impl GatewayError {
     /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::FunctionNotFound { .. } => StatusCode::NOT_FOUND,
-            Self::AlreadyExists { .. } => StatusCode::CONFLICT,
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::FunctionNotFound { .. } | Self::SecretNotFound { .. } => StatusCode::NOT_FOUND,
+            Self::AlreadyExists { .. } | Self::SecretExists { .. } => StatusCode::CONFLICT,
+            Self::BadRequest(_) | Self::MissingSecrets { .. } => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::StartFailed { .. } | Self::NoQueue | Self::Queue(_) | Self::Internal { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR

@@ -12,7 +12,8 @@
 //! let cancel = CancellationToken::new();
 //! let config = GatewayConfig::default();
 //! let state = tributary_gateway::StateDir::open(config.state_dir.as_deref())?;
-//! let provider = Arc::new(LocalProvider::new(LocalConfig::default(), &config, cancel.child_token()));
+//! let provider = LocalProvider::new(LocalConfig::default(), &config, state.clone(), cancel.child_token());
+//! let provider = Arc::new(provider);
 //! // Basic auth is on by default: credentials from secret_mount_path, or generated in the state dir.
 //! let credentials = tributary_gateway::gateway_credentials(&config.auth, &state).await?;
 //! let listener = tokio::net::TcpListener::bind(config.listen_addr()).await?;
@@ -23,6 +24,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod callback;
 pub mod config;
 pub mod error;
 pub mod limits;
@@ -97,6 +99,7 @@ impl Gateway {
             metrics: self.metrics.clone(),
             max_body_size: self.config.max_body_size,
             max_replicas: self.config.max_replicas,
+            callback_allow: self.config.callback_allow.clone(),
             queue: self.queue.clone(),
         });
         api::router(state, self.credentials.clone())

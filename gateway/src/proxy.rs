@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::body::Body;
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Request, Response, Uri};
+use http_body::Body as _;
 use http_body_util::LengthLimitError;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -53,6 +54,7 @@ impl HttpProxy {
         parts.uri = Uri::try_from(format!("http://{addr}{path}"))
             .map_err(|e| GatewayError::BadRequest(format!("invalid request path: {e}")))?;
         strip_hop_by_hop(&mut parts.headers);
+        let body = self.sized(body).await?;
         let request = Request::from_parts(parts, body);
         let response = match tokio::time::timeout(self.timeout, self.client.request(request)).await
         {
@@ -78,6 +80,27 @@ impl HttpProxy {
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, Body::new(body)))
+    }
+}
+
+impl HttpProxy {
+    /// A body of unknown length (chunked) is read whole first, up to `max_body_size`, so one
+    /// over the limit gets 413 before anything reaches the function (which could otherwise
+    /// answer while the upload is cut off). Bodies of declared length stream through; their
+    /// length was checked on arrival.
+    async fn sized(&self, body: Body) -> Result<Body, GatewayError> {
+        if body.size_hint().exact().is_some() {
+            return Ok(body);
+        }
+        match axum::body::to_bytes(body, self.max_body_size).await {
+            Ok(bytes) => Ok(Body::from(bytes)),
+            Err(e) if is_length_limit(&e) => Err(GatewayError::PayloadTooLarge {
+                limit: self.max_body_size,
+            }),
+            Err(e) => Err(GatewayError::BadRequest(format!(
+                "reading the request body failed: {e}"
+            ))),
+        }
     }
 }
 

@@ -149,6 +149,22 @@ pub async fn kill_mid_stream_and_restart(
     (at_kill, duplicates, second)
 }
 
+/// One of OpenFaaS's own programs from `../shared/openfaas/bin` (faas-cli, of-gateway, ...), or
+/// `None` after saying loudly that the calling test is skipped (a user's checkout has no
+/// `../shared`).
+pub fn openfaas_program(name: &str) -> Option<PathBuf> {
+    let path = workspace_root().join("../shared/openfaas/bin").join(name);
+    if path.is_file() {
+        Some(path)
+    } else {
+        eprintln!(
+            "SKIPPED: OpenFaaS's {name} is not at {} (../shared/openfaas is absent): this compatibility test did not run",
+            path.display()
+        );
+        None
+    }
+}
+
 /// Finds a program on PATH or in the sbin folders (Debian puts nats-server in /usr/sbin).
 pub fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();

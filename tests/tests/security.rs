@@ -171,7 +171,6 @@ async fn functions_get_their_own_environment_only() {
     for gateway in [
         "AWS_SECRET_ACCESS_KEY",
         "basic_auth",
-        "secret_mount_path",
         "state_dir",
         "port",
         "RUST_LOG",
@@ -179,6 +178,12 @@ async fn functions_get_their_own_environment_only() {
         assert!(!vars.contains(&gateway), "{gateway} leaked:\n{out}");
     }
     assert!(out.contains("fprocess=env\n"), "{out}");
+    // secret_mount_path is the function's own secrets folder, never the gateway's credentials.
+    let own = gw.state_dir.join("functions/openfaas-fn/env/secrets");
+    assert!(
+        out.contains(&format!("secret_mount_path={}\n", own.display())),
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -234,4 +239,60 @@ async fn a_closed_stderr_does_not_stop_the_gateway_from_serving_or_stopping() {
     };
     assert!(status.success(), "{status}");
     assert!(!process_alive(pid));
+}
+
+#[tokio::test]
+async fn callbacks_go_only_to_the_hosts_callback_allow_lists() {
+    let callbacks = tributary_tests::CallbackServer::start(0).await;
+    let port = callbacks
+        .url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let gw = GatewayProcess::start_with(
+        GatewayOptions::default().env("callback_allow", format!("127.0.0.1:{port}, *.example.com")),
+    )
+    .await;
+    gw.deploy_ok(tributary_tests::echo_function("echo")).await;
+    let send = |url: String| {
+        let req = gw
+            .http
+            .post(gw.url("/async-function/echo"))
+            .header("X-Callback-Url", url)
+            .body("hi");
+        async move { req.send().await.unwrap() }
+    };
+    // The cloud metadata service, another port on this machine, a look-alike host: refused.
+    for url in [
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        format!("http://127.0.0.1:{}/", free_port()),
+        "http://example.com.evil.test/".to_owned(),
+        "file:///etc/passwd".to_owned(),
+    ] {
+        let r = send(url.clone()).await;
+        assert_eq!(r.status(), 400, "{url}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains("X-Callback-Url"), "{url}: {text}");
+    }
+    // A listed host gets its callback.
+    assert_eq!(send(callbacks.url.clone()).await.status(), 202);
+    let got = callbacks.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].body, b"hi");
+    assert!(gw.logs().contains("callbacks restricted"), "{}", gw.logs());
+
+    // A bad list stops the gateway at start with a message naming the entry.
+    let out = Command::new(tributary_bin())
+        .args(["gateway", "--port", "0", "--callback-allow", "http://x.com"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("http://x.com") && err.contains("callback_allow"),
+        "{err}"
+    );
 }

@@ -105,8 +105,14 @@ async fn enqueue(app: &AppState, request: Request) -> Result<HeaderValue, Gatewa
                 .to_str()
                 .ok()
                 .filter(|u| u.starts_with("http://") || u.starts_with("https://"));
-            match url.and_then(|u| u.parse::<Uri>().ok().map(|_| u.to_owned())) {
-                Some(u) => Some(u),
+            match url.and_then(|u| u.parse::<Uri>().ok().map(|p| (u, p))) {
+                Some((u, parsed)) if app.callback_allow.allows(&parsed) => Some(u.to_owned()),
+                Some(_) => {
+                    return Err(GatewayError::BadRequest(format!(
+                        "X-Callback-Url names a host that callback_allow ({}) does not list",
+                        app.callback_allow
+                    )));
+                }
                 None => {
                     return Err(GatewayError::BadRequest(
                         "X-Callback-Url must be an http:// or https:// URL".into(),
@@ -200,5 +206,20 @@ mod tests {
         );
         let uri: Uri = "/function/Bad_Name".parse().expect("uri");
         assert!(split_function_path(&uri).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_function_path_splits_or_is_a_bad_request(path in "/(async-)?function/[ -~]{0,40}") {
+            let Ok(uri) = path.parse::<Uri>() else { return Ok(()) };
+            match split_function_path(&uri) {
+                Ok((name, ns, forward)) => {
+                    proptest::prop_assert!(crate::model::validate_name("function", &name).is_ok());
+                    proptest::prop_assert!(crate::model::validate_name("namespace", &ns).is_ok());
+                    proptest::prop_assert!(forward.starts_with('/'), "{forward}");
+                }
+                Err(e) => proptest::prop_assert_eq!(e.status(), StatusCode::BAD_REQUEST),
+            }
+        }
     }
 }

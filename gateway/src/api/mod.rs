@@ -1,7 +1,9 @@
 //! The OpenFaaS REST API: `/system/*` ([`system`]), `/function/*` and `/async-function/*`
-//! ([`invoke`]), `/healthz`, `/metrics`.
+//! ([`invoke`]), `/system/secrets` ([`secrets`]), `/system/logs` ([`logs`]), `/healthz`, `/metrics`.
 
 mod invoke;
+mod logs;
+mod secrets;
 mod system;
 
 use std::sync::Arc;
@@ -27,6 +29,7 @@ pub(crate) struct AppState {
     pub(crate) metrics: Metrics,
     pub(crate) max_body_size: usize,
     pub(crate) max_replicas: u64,
+    pub(crate) callback_allow: crate::callback::CallbackAllow,
     pub(crate) queue: Option<Arc<dyn AsyncQueue>>,
 }
 
@@ -59,6 +62,14 @@ pub(crate) fn router(state: Arc<AppState>, credentials: Option<Arc<Credentials>>
         )
         .route("/system/namespaces", get(system::list_namespaces))
         .route("/system/info", get(system::info))
+        .route(
+            "/system/secrets",
+            get(secrets::list)
+                .post(secrets::create)
+                .put(secrets::update)
+                .delete(secrets::delete),
+        )
+        .route("/system/logs", get(logs::logs))
         .route("/system/async-dead-letters", get(system::dead_letters));
     if let Some(credentials) = credentials {
         system = system.layer(axum::middleware::from_fn_with_state(

@@ -17,8 +17,14 @@ pub(super) struct NamespaceQuery {
 }
 
 impl NamespaceQuery {
-    fn resolve(&self) -> Result<String, GatewayError> {
+    /// The namespace asked for, defaulted and checked.
+    pub(super) fn resolve(&self) -> Result<String, GatewayError> {
         resolve_namespace(self.namespace.as_deref())
+    }
+
+    /// The namespace asked for, if any.
+    pub(super) fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref().filter(|ns| !ns.is_empty())
     }
 }
 

@@ -5,10 +5,12 @@ mod process;
 
 use async_trait::async_trait;
 use axum::body::Body;
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
 use http::{Request, Response};
 
 use crate::error::GatewayError;
-use crate::model::{FunctionDeployment, FunctionStatus, ProviderInfo};
+use crate::model::{FunctionDeployment, FunctionStatus, LogMessage, ProviderInfo, Secret};
 
 pub use local::{LocalConfig, LocalProvider};
 
@@ -52,6 +54,41 @@ pub trait Provider: Send + Sync + 'static {
         request: Request<Body>,
     ) -> Result<Response<Body>, GatewayError>;
 
+    /// The secrets of one namespace, names only.
+    async fn secrets(&self, namespace: &str) -> Result<Vec<Secret>, GatewayError>;
+
+    /// Creates a secret (namespace already set); [`GatewayError::SecretExists`] if it exists.
+    async fn create_secret(&self, secret: Secret) -> Result<(), GatewayError>;
+
+    /// Replaces a secret's value; [`GatewayError::SecretNotFound`] if it does not exist.
+    async fn update_secret(&self, secret: Secret) -> Result<(), GatewayError>;
+
+    /// Removes a secret; functions already given it keep their copy until redeployed.
+    async fn delete_secret(&self, name: &str, namespace: &str) -> Result<(), GatewayError>;
+
+    /// A function's captured output: the lines kept, then (with `follow`) new ones as they come.
+    async fn logs(&self, query: LogQuery) -> Result<LogStream, GatewayError>;
+
     /// Stops every function process and waits for them to exit.
     async fn shutdown(&self);
 }
+
+/// What `/system/logs` asks for (faas-provider's `logs.Request`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogQuery {
+    /// Function name.
+    pub name: String,
+    /// Namespace (already defaulted).
+    pub namespace: String,
+    /// Only this instance's lines.
+    pub instance: Option<String>,
+    /// Only lines captured at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// At most this many of the kept lines (the newest); `None`: all.
+    pub tail: Option<usize>,
+    /// Keep streaming new lines until the client goes away.
+    pub follow: bool,
+}
+
+/// Log lines as a provider streams them.
+pub type LogStream = BoxStream<'static, LogMessage>;

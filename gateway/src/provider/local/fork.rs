@@ -4,6 +4,7 @@
 //! goes to the log, never to the caller.
 
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -47,6 +48,7 @@ pub(super) async fn invoke(
             })?;
     // Whatever happens (an answer, a timeout, the client going away), nothing the command
     // started outlives the request.
+    let pid = child.id().unwrap_or_default();
     let _group = KillGroup(child.id());
     let exchanged = tokio::time::timeout(
         inner.upstream_timeout,
@@ -58,7 +60,7 @@ pub(super) async fn invoke(
         timeout_secs: inner.upstream_timeout.as_secs_f64(),
     })?;
     match exchanged {
-        Ok(output) => respond(function, &parts, output),
+        Ok(output) => respond(function, &parts, output, pid),
         Err(Stop::Feed(e)) if is_length_limit(&e) => Err(GatewayError::PayloadTooLarge {
             limit: inner.max_body_size,
         }),
@@ -180,6 +182,7 @@ fn respond(
     function: &Function,
     parts: &Parts,
     output: Output,
+    pid: u32,
 ) -> Result<Response<Body>, GatewayError> {
     let name = &function.spec.service;
     let Output {
@@ -188,6 +191,9 @@ fn respond(
         status,
     } = output;
     if !stderr.is_empty() {
+        function
+            .log
+            .lines(&Arc::from(format!("{name}-{pid}")), &stderr);
         let text = String::from_utf8_lossy(&stderr);
         if status.success() {
             tracing::debug!(function = %function.label, stderr = %text.trim_end(), "function stderr");

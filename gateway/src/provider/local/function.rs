@@ -22,6 +22,8 @@ pub(super) enum Mode {
 pub(super) struct Function {
     pub(super) spec: FunctionDeployment,
     pub(super) label: String,
+    /// Its captured output.
+    pub(super) log: std::sync::Arc<super::logs::LogBook>,
     pub(super) argv: Vec<String>,
     pub(super) mode: Mode,
     pub(super) created_at: DateTime<Utc>,

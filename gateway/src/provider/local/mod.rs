@@ -5,61 +5,44 @@
 //! `PORT`; it counts as ready once it accepts connections, and is restarted with backoff when it
 //! dies. Otherwise each request forks the command with the body on stdin and answers with its
 //! stdout (a non-zero exit is a 500; stderr goes to the log, never to the caller).
+//!
+//! Functions get only their own environment, their own secrets ([`secrets`]) and their output
+//! captured for `/system/logs` ([`logs`]), all kept in the state directory.
 
+mod build;
+mod config;
 mod fork;
 mod function;
+mod logs;
 mod replica;
+mod secrets;
 
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::body::Body;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use http::{Request, Response};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tributary_core::units::parse_positive_duration;
 
+pub use self::config::LocalConfig;
 use self::function::{Function, Mode};
-use super::Provider;
-use super::process::check_program;
+use self::logs::LogBook;
+use self::secrets::SecretStore;
+use super::{LogQuery, LogStream, Provider};
 use crate::config::GatewayConfig;
 use crate::error::GatewayError;
 use crate::model::{
-    DEFAULT_NAMESPACE, FunctionDeployment, FunctionStatus, ProviderInfo, SCALE_MIN_LABEL,
+    DEFAULT_NAMESPACE, FunctionDeployment, FunctionStatus, ProviderInfo, SCALE_MIN_LABEL, Secret,
     VersionInfo,
 };
 use crate::proxy::HttpProxy;
-
-/// Settings of the local provider.
-#[derive(Debug, Clone, PartialEq, clap::Args)]
-pub struct LocalConfig {
-    /// How long a `mode=http` function may take to start listening.
-    #[arg(long, env = "startup_timeout", default_value = "10s", value_parser = parse_positive_duration)]
-    pub startup_timeout: Duration,
-    /// Working directory of function processes; relative commands resolve against it (for
-    /// `up`, the stack file's folder by default; otherwise the current folder).
-    #[arg(long, env = "work_dir")]
-    pub work_dir: Option<PathBuf>,
-    /// Requests a fork-mode function runs at once, unless its own `max_inflight` env var says
-    /// otherwise (0: no limit); beyond it: 429, as the OpenFaaS watchdog answers.
-    #[arg(long, env = "fork_max_inflight", default_value = "64", value_parser = tributary_core::units::parse_count)]
-    pub fork_max_inflight: usize,
-    /// How long a process gets between SIGTERM and SIGKILL.
-    #[arg(skip = Duration::from_secs(5))]
-    pub stop_grace: Duration,
-}
-
-impl Default for LocalConfig {
-    fn default() -> Self {
-        tributary_core::settings::defaults()
-    }
-}
+use crate::state::StateDir;
 
 /// Runs functions as local processes.
 #[derive(Clone)]
@@ -84,6 +67,10 @@ struct Inner {
     proxy: HttpProxy,
     cancel: CancellationToken,
     next_replica: AtomicU64,
+    state: StateDir,
+    secrets: SecretStore,
+    /// (namespace, name) → captured output; outlives updates of the function.
+    logs: Mutex<HashMap<(String, String), Arc<LogBook>>>,
 }
 
 /// Variables of the gateway's own environment a function process inherits; nothing else is.
@@ -107,6 +94,11 @@ impl Inner {
         if let Some(fprocess) = &function.spec.env_process {
             cmd.env("fprocess", fprocess);
         }
+        let (namespace, name) = function.key();
+        cmd.env(
+            "secret_mount_path",
+            self.secrets.mount_path(&namespace, &name),
+        );
         cmd.envs(&function.spec.env_vars);
         cmd
     }
@@ -114,8 +106,14 @@ impl Inner {
 
 impl LocalProvider {
     /// A provider with no functions, invoking within `gateway`'s `upstream_timeout` and
-    /// `max_body_size`; `cancel` stops every process when cancelled.
-    pub fn new(config: LocalConfig, gateway: &GatewayConfig, cancel: CancellationToken) -> Self {
+    /// `max_body_size`, keeping secrets and output in `state`; `cancel` stops every process
+    /// when cancelled.
+    pub fn new(
+        config: LocalConfig,
+        gateway: &GatewayConfig,
+        state: StateDir,
+        cancel: CancellationToken,
+    ) -> Self {
         let mut path_var = std::env::var_os("PATH").unwrap_or_default();
         let own_folder = std::env::current_exe()
             .ok()
@@ -145,6 +143,9 @@ impl LocalProvider {
                 proxy,
                 cancel,
                 next_replica: AtomicU64::new(1),
+                secrets: SecretStore::new(state.clone()),
+                state,
+                logs: Mutex::default(),
             }),
         }
     }
@@ -166,78 +167,6 @@ impl LocalProvider {
                 namespace: namespace.to_owned(),
             })
     }
-
-    /// Builds a function from its deployment without starting anything.
-    fn build(
-        &self,
-        mut spec: FunctionDeployment,
-        created_at: DateTime<Utc>,
-    ) -> Result<Arc<Function>, GatewayError> {
-        let namespace = spec.namespace_or_default().to_owned();
-        spec.namespace = Some(namespace.clone());
-        let command = spec.env_process.clone().unwrap_or_default();
-        let argv = shell_words::split(&command).map_err(|e| {
-            GatewayError::BadRequest(format!("envProcess {command:?} cannot be parsed: {e}"))
-        })?;
-        if argv.is_empty() {
-            return Err(GatewayError::BadRequest(format!(
-                "function {:?}: envProcess is required by the local provider (the command to run)",
-                spec.service
-            )));
-        }
-        let mode = match spec.env_vars.get("mode").map(|m| m.trim()) {
-            Some("http") => Mode::Http,
-            None | Some("" | "fork") => Mode::Fork,
-            Some(other) => {
-                return Err(GatewayError::BadRequest(format!(
-                    "field `envVars.mode` must be `http` (a server on $PORT) or unset (the command runs per request), not {other:?}"
-                )));
-            }
-        };
-        let slots = match spec
-            .env_vars
-            .get("max_inflight")
-            .map(|m| m.trim().parse::<usize>())
-        {
-            None => Some(self.inner.config.fork_max_inflight),
-            Some(Ok(0)) => None,
-            Some(Ok(n)) => Some(n),
-            Some(Err(_)) => {
-                return Err(GatewayError::BadRequest(
-                    "field `envVars.max_inflight` must be a whole number (0: no limit)".into(),
-                ));
-            }
-        };
-        let desired = match spec.label(SCALE_MIN_LABEL) {
-            Some(v) => v.parse::<u64>().map_err(|_| {
-                GatewayError::BadRequest(format!(
-                    "label {SCALE_MIN_LABEL}={v:?} must be a whole number"
-                ))
-            })?,
-            None => 1,
-        };
-        let fork_error = match mode {
-            Mode::Fork => check_program(&argv[0], &self.inner.path_var, &self.inner.work_dir).err(),
-            Mode::Http => None,
-        };
-        Ok(Arc::new(Function {
-            label: format!("{}.{namespace}", spec.service),
-            spec,
-            argv,
-            mode,
-            created_at,
-            cancel: self.inner.cancel.child_token(),
-            replicas: tokio::sync::Mutex::default(),
-            desired: AtomicU64::new(desired),
-            ready: RwLock::default(),
-            ready_count: watch::channel(0).0,
-            failures: watch::channel(0).0,
-            last_error: Mutex::new(fork_error.clone()),
-            fork_error,
-            slots: slots.map(|n| (Arc::new(tokio::sync::Semaphore::new(n)), n)),
-            next: AtomicUsize::new(0),
-        }))
-    }
 }
 
 #[async_trait]
@@ -248,7 +177,8 @@ impl Provider for LocalProvider {
             orchestration: "process".into(),
             version: VersionInfo {
                 release: env!("CARGO_PKG_VERSION").into(),
-                sha: String::new(),
+                // Set by release builds (`TRIBUTARY_GIT_SHA=$(git rev-parse HEAD) cargo build`).
+                sha: option_env!("TRIBUTARY_GIT_SHA").unwrap_or_default().into(),
                 commit_message: None,
             },
         }
@@ -259,6 +189,14 @@ impl Provider for LocalProvider {
     }
 
     async fn deploy(&self, deployment: FunctionDeployment) -> Result<(), GatewayError> {
+        let (namespace, name) = (deployment.namespace_or_default(), &deployment.service);
+        if self.has_function(name, namespace) {
+            return Err(GatewayError::AlreadyExists {
+                name: name.clone(),
+                namespace: namespace.to_owned(),
+            });
+        }
+        self.install_secrets(&deployment).await?;
         let function = self.build(deployment, Utc::now())?;
         let key = function.key();
         {
@@ -289,6 +227,7 @@ impl Provider for LocalProvider {
 
     async fn update(&self, deployment: FunctionDeployment) -> Result<(), GatewayError> {
         let old = self.get(&deployment.service, deployment.namespace_or_default())?;
+        self.install_secrets(&deployment).await?;
         let function = self.build(deployment, old.created_at)?;
         if function.spec.label(SCALE_MIN_LABEL).is_none() {
             function
@@ -330,6 +269,14 @@ impl Provider for LocalProvider {
             });
         };
         self.stop(&function).await;
+        self.inner
+            .logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&function.key());
+        let (namespace, name) = function.key();
+        self.with_secrets(move |s| s.forget_function(&namespace, &name))
+            .await?;
         tracing::info!(function = %function.label, "function deleted");
         Ok(())
     }
@@ -384,6 +331,52 @@ impl Provider for LocalProvider {
         }
     }
 
+    async fn secrets(&self, namespace: &str) -> Result<Vec<Secret>, GatewayError> {
+        let namespace = namespace.to_owned();
+        self.with_secrets(move |s| s.list(&namespace)).await
+    }
+
+    async fn create_secret(&self, secret: Secret) -> Result<(), GatewayError> {
+        self.with_secrets(move |s| s.write(&secret, true)).await
+    }
+
+    async fn update_secret(&self, secret: Secret) -> Result<(), GatewayError> {
+        let namespace = secret.namespace.clone().unwrap_or_default();
+        let name = secret.name.clone();
+        self.with_secrets(move |s| s.write(&secret, false)).await?;
+        // Functions that use it see the new value, as Kubernetes updates mounted secrets.
+        let users: Vec<FunctionDeployment> = self
+            .inner
+            .functions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&namespace)
+            .map(|fns| {
+                fns.values()
+                    .filter(|f| f.spec.secrets.contains(&name))
+                    .map(|f| f.spec.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for spec in users {
+            if let Err(e) = self.install_secrets(&spec).await {
+                tracing::warn!(function = %spec.service, error = %tributary_core::Chain(&e), "cannot refresh a function's secrets");
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_secret(&self, name: &str, namespace: &str) -> Result<(), GatewayError> {
+        let (name, namespace) = (name.to_owned(), namespace.to_owned());
+        self.with_secrets(move |s| s.delete(&name, &namespace))
+            .await
+    }
+
+    async fn logs(&self, query: LogQuery) -> Result<LogStream, GatewayError> {
+        let function = self.get(&query.name, &query.namespace)?;
+        function.log.query(query).await
+    }
+
     async fn shutdown(&self) {
         self.inner.cancel.cancel();
         let all: Vec<Arc<Function>> = self
@@ -405,16 +398,20 @@ mod tests {
 
     use http::StatusCode;
 
-    fn provider() -> LocalProvider {
-        LocalProvider::new(
+    fn provider() -> (LocalProvider, tempfile::TempDir) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let state = StateDir::open(Some(tmp.path())).expect("state");
+        let provider = LocalProvider::new(
             LocalConfig {
                 startup_timeout: Duration::from_secs(5),
                 stop_grace: Duration::from_secs(1),
                 ..LocalConfig::default()
             },
             &GatewayConfig::default(),
+            state,
             CancellationToken::new(),
-        )
+        );
+        (provider, tmp)
     }
 
     fn fork(name: &str, cmd: &str) -> FunctionDeployment {
@@ -427,7 +424,7 @@ mod tests {
 
     #[tokio::test]
     async fn fork_mode_pipes_body_through_the_command() {
-        let p = provider();
+        let (p, _state) = provider();
         p.deploy(fork("cat", "cat")).await.expect("deploys");
         let resp = p
             .invoke("cat", DEFAULT_NAMESPACE, Request::new(Body::from("hello")))
@@ -442,7 +439,7 @@ mod tests {
 
     #[tokio::test]
     async fn missing_command_is_reported_and_kept_with_zero_available() {
-        let p = provider();
+        let (p, _state) = provider();
         let err = p
             .deploy(fork("ghost", "/nonexistent/binary"))
             .await
@@ -458,7 +455,7 @@ mod tests {
 
     #[tokio::test]
     async fn empty_command_is_a_bad_request() {
-        let p = provider();
+        let (p, _state) = provider();
         assert!(matches!(
             p.deploy(fork("x", "  ")).await,
             Err(GatewayError::BadRequest(_))

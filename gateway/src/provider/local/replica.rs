@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::BufReader;
 use tokio::process::Child;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +16,7 @@ use axum::body::Body;
 use http::{Request, Response};
 
 use super::function::{Function, Mode, Replica};
+use super::logs;
 use super::{Inner, LocalProvider};
 use crate::error::GatewayError;
 use crate::provider::process::{isolate, signal_group, terminate};
@@ -228,7 +229,8 @@ async fn run_replica(
     };
     let pid = child.id().unwrap_or_default();
     let tail = Arc::new(Mutex::new(std::collections::VecDeque::new()));
-    let mut stderr_done = forward_output(&mut child, function.label.clone(), pid, tail.clone());
+    let instance: Arc<str> = Arc::from(format!("{}-{id}", function.spec.service));
+    let mut stderr_done = forward_output(&mut child, function, instance, pid, tail.clone());
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = tokio::time::Instant::now() + config.startup_timeout;
     loop {
@@ -291,29 +293,40 @@ fn stderr_suffix(tail: &Tail) -> String {
     }
 }
 
-/// Sends a replica's stdout and stderr lines to the log, keeping the last stderr lines; the
-/// handle finishes when stderr closes.
-fn forward_output(child: &mut Child, label: String, pid: u32, tail: Tail) -> JoinHandle<()> {
+/// Sends a replica's stdout and stderr lines to the function's log book (and the gateway's log),
+/// keeping the last stderr lines; the handle finishes when stderr closes.
+fn forward_output(
+    child: &mut Child,
+    function: &Function,
+    instance: Arc<str>,
+    pid: u32,
+    tail: Tail,
+) -> JoinHandle<()> {
     if let Some(out) = child.stdout.take() {
-        let label = label.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(out).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                tracing::info!(target: "function", function = %label, pid, "{line}");
-            }
-        });
+        let (label, book, instance) = (
+            function.label.clone(),
+            function.log.clone(),
+            instance.clone(),
+        );
+        tokio::spawn(logs::read_lines(BufReader::new(out), move |line| {
+            tracing::info!(target: "function", function = %label, pid, "{line}");
+            book.line(&instance, line);
+        }));
     }
     let err = child.stderr.take();
+    let (label, book) = (function.label.clone(), function.log.clone());
     tokio::spawn(async move {
         let Some(err) = err else { return };
-        let mut lines = BufReader::new(err).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
+        logs::read_lines(BufReader::new(err), |line| {
             tracing::info!(target: "function", function = %label, pid, stream = "stderr", "{line}");
             let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
             if t.len() == STDERR_TAIL {
                 t.pop_front();
             }
-            t.push_back(line);
-        }
+            t.push_back(line.clone());
+            drop(t);
+            book.line(&instance, line);
+        })
+        .await;
     })
 }

@@ -1,0 +1,71 @@
+//! `/system/secrets`: list (names only), create, update and delete, in OpenFaaS's JSON
+//! (`name`, `namespace`, `value` or base64 `rawValue`).
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::system::NamespaceQuery;
+use super::{App, parse_json, resolve_namespace};
+use crate::error::GatewayError;
+use crate::model::{Secret, validate_secret_name};
+
+/// Parses a secret from `body`, checking its name and defaulting its namespace (from the body,
+/// else the `namespace` query parameter).
+fn parse_secret(body: &Bytes, query: &NamespaceQuery) -> Result<Secret, GatewayError> {
+    let mut secret: Secret = parse_json(body)?;
+    validate_secret_name(&secret.name)
+        .map_err(|e| GatewayError::BadRequest(format!("field `name`: {e}")))?;
+    let namespace = secret
+        .namespace
+        .as_deref()
+        .filter(|ns| !ns.is_empty())
+        .or(query.namespace());
+    secret.namespace = Some(resolve_namespace(namespace)?);
+    Ok(secret)
+}
+
+pub(super) async fn list(
+    State(app): App,
+    Query(q): Query<NamespaceQuery>,
+) -> Result<Response, GatewayError> {
+    let secrets = app.provider.secrets(&q.resolve()?).await?;
+    Ok(axum::Json(secrets).into_response())
+}
+
+pub(super) async fn create(
+    State(app): App,
+    Query(q): Query<NamespaceQuery>,
+    body: Bytes,
+) -> Result<Response, GatewayError> {
+    let secret = parse_secret(&body, &q)?;
+    let (name, namespace) = (secret.name.clone(), secret.namespace.clone());
+    app.provider.create_secret(secret).await?;
+    tracing::info!(secret = %name, namespace = namespace.as_deref().unwrap_or_default(), "secret created");
+    Ok(StatusCode::CREATED.into_response())
+}
+
+pub(super) async fn update(
+    State(app): App,
+    Query(q): Query<NamespaceQuery>,
+    body: Bytes,
+) -> Result<Response, GatewayError> {
+    let secret = parse_secret(&body, &q)?;
+    let (name, namespace) = (secret.name.clone(), secret.namespace.clone());
+    app.provider.update_secret(secret).await?;
+    tracing::info!(secret = %name, namespace = namespace.as_deref().unwrap_or_default(), "secret updated");
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+pub(super) async fn delete(
+    State(app): App,
+    Query(q): Query<NamespaceQuery>,
+    body: Bytes,
+) -> Result<Response, GatewayError> {
+    let secret = parse_secret(&body, &q)?;
+    let namespace = secret.namespace.unwrap_or_default();
+    app.provider.delete_secret(&secret.name, &namespace).await?;
+    tracing::info!(secret = %secret.name, %namespace, "secret deleted");
+    Ok(StatusCode::ACCEPTED.into_response())
+}

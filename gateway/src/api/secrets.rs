@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::system::NamespaceQuery;
-use super::{App, parse_json, resolve_namespace};
+use super::{App, AppState, parse_json, resolve_namespace};
 use crate::error::GatewayError;
 use crate::model::{Secret, validate_secret_name};
 
@@ -34,16 +34,47 @@ pub(super) async fn list(
     Ok(axum::Json(secrets).into_response())
 }
 
+/// What a request does to a secret.
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    Create,
+    Update,
+    Delete,
+}
+
+async fn change(
+    app: &AppState,
+    query: &NamespaceQuery,
+    body: &Bytes,
+    change: Change,
+) -> Result<Response, GatewayError> {
+    let secret = parse_secret(body, query)?;
+    let name = secret.name.clone();
+    let namespace = secret.namespace.clone().unwrap_or_default();
+    let (status, done) = match change {
+        Change::Create => {
+            app.provider.create_secret(secret).await?;
+            (StatusCode::CREATED, "secret created")
+        }
+        Change::Update => {
+            app.provider.update_secret(secret).await?;
+            (StatusCode::ACCEPTED, "secret updated")
+        }
+        Change::Delete => {
+            app.provider.delete_secret(&name, &namespace).await?;
+            (StatusCode::ACCEPTED, "secret deleted")
+        }
+    };
+    tracing::info!(secret = %name, %namespace, "{done}");
+    Ok(status.into_response())
+}
+
 pub(super) async fn create(
     State(app): App,
     Query(q): Query<NamespaceQuery>,
     body: Bytes,
 ) -> Result<Response, GatewayError> {
-    let secret = parse_secret(&body, &q)?;
-    let (name, namespace) = (secret.name.clone(), secret.namespace.clone());
-    app.provider.create_secret(secret).await?;
-    tracing::info!(secret = %name, namespace = namespace.as_deref().unwrap_or_default(), "secret created");
-    Ok(StatusCode::CREATED.into_response())
+    change(&app, &q, &body, Change::Create).await
 }
 
 pub(super) async fn update(
@@ -51,11 +82,7 @@ pub(super) async fn update(
     Query(q): Query<NamespaceQuery>,
     body: Bytes,
 ) -> Result<Response, GatewayError> {
-    let secret = parse_secret(&body, &q)?;
-    let (name, namespace) = (secret.name.clone(), secret.namespace.clone());
-    app.provider.update_secret(secret).await?;
-    tracing::info!(secret = %name, namespace = namespace.as_deref().unwrap_or_default(), "secret updated");
-    Ok(StatusCode::ACCEPTED.into_response())
+    change(&app, &q, &body, Change::Update).await
 }
 
 pub(super) async fn delete(
@@ -63,9 +90,5 @@ pub(super) async fn delete(
     Query(q): Query<NamespaceQuery>,
     body: Bytes,
 ) -> Result<Response, GatewayError> {
-    let secret = parse_secret(&body, &q)?;
-    let namespace = secret.namespace.unwrap_or_default();
-    app.provider.delete_secret(&secret.name, &namespace).await?;
-    tracing::info!(secret = %secret.name, %namespace, "secret deleted");
-    Ok(StatusCode::ACCEPTED.into_response())
+    change(&app, &q, &body, Change::Delete).await
 }

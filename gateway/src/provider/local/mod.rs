@@ -374,7 +374,12 @@ impl Provider for LocalProvider {
 
     async fn logs(&self, query: LogQuery) -> Result<LogStream, GatewayError> {
         let function = self.get(&query.name, &query.namespace)?;
-        function.log.query(query).await
+        let lines = function.log.query(query).await?;
+        // A follower must not hold the gateway's shutdown up to its grace period.
+        let stop = self.inner.cancel.clone().cancelled_owned();
+        Ok(futures::StreamExt::boxed(futures::StreamExt::take_until(
+            lines, stop,
+        )))
     }
 
     async fn shutdown(&self) {

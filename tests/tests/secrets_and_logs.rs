@@ -271,7 +271,11 @@ async fn function_output_is_captured_tailed_followed_and_kept_across_restarts() 
     let mut gw = gw;
     let started = std::time::Instant::now();
     assert!(gw.terminate(Duration::from_secs(20)).success());
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     drop(stream);
 
     // Kept in the state directory: a restarted gateway still has them.

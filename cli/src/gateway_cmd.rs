@@ -183,7 +183,12 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
 /// Deploys a stack file's functions on the local provider and serves the gateway.
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let stack = Stack::load(&args.file)?;
-    let deployments = stack.deployments()?;
+    let mut deployments = stack.deployments()?;
+    // The same checks as the API's: a stack file cannot ask for what a caller may not.
+    for d in &mut deployments {
+        tributary_gateway::limits::validate_deployment(d, args.gateway.gateway.max_replicas)
+            .with_context(|| format!("{}: function {:?}", args.file.display(), d.service))?;
+    }
     let work_dir = args
         .gateway
         .local

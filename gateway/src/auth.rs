@@ -100,35 +100,19 @@ async fn generate_once(state: &StateDir, dir: &Path) -> Result<bool, StateError>
     })
 }
 
-/// A user name and password pair.
-#[derive(Clone)]
-pub struct Credentials {
-    user: String,
-    password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("user", &self.user)
-            .field("password", &"<redacted>")
-            .finish()
-    }
-}
+/// The credentials `/system/*` requires.
+#[derive(Debug, Clone)]
+pub struct Credentials(BasicAuth);
 
 impl Credentials {
     /// Credentials from explicit values.
     pub fn new(user: impl Into<String>, password: impl Into<String>) -> Self {
-        Self {
-            user: user.into(),
-            password: password.into(),
-        }
+        Self(BasicAuth::new(user, password))
     }
 
     /// Reads `basic-auth-user` and `basic-auth-password` from `dir`, trimming trailing whitespace.
     pub async fn from_secret_mount(dir: &Path) -> Result<Self, AuthError> {
-        let BasicAuth { user, password } = BasicAuth::read(dir).await?;
-        Ok(Self { user, password })
+        Ok(Self(BasicAuth::read(dir).await?))
     }
 
     /// Whether an `Authorization` header value carries these credentials (constant-time).
@@ -136,8 +120,8 @@ impl Credentials {
         let Some((user, password)) = decode_basic(value) else {
             return false;
         };
-        let user_ok = user.as_bytes().ct_eq(self.user.as_bytes());
-        let password_ok = password.as_bytes().ct_eq(self.password.as_bytes());
+        let user_ok = user.as_bytes().ct_eq(self.0.user.as_bytes());
+        let password_ok = password.as_bytes().ct_eq(self.0.password.as_bytes());
         bool::from(user_ok & password_ok)
     }
 }

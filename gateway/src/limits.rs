@@ -2,14 +2,16 @@
 //! counts within `max_replicas` (and the function's own `com.openfaas.scale.max`).
 
 use crate::error::GatewayError;
-use crate::model::{FunctionDeployment, SCALE_MAX_LABEL, SCALE_MIN_LABEL};
+use crate::model::{
+    DEFAULT_NAMESPACE, FunctionDeployment, SCALE_MAX_LABEL, SCALE_MIN_LABEL, validate_name,
+};
 
 fn bad(message: String) -> GatewayError {
     GatewayError::BadRequest(message)
 }
 
 /// A whole-number label, if set.
-fn count_label(
+pub fn count_label(
     labels: Option<&std::collections::BTreeMap<String, String>>,
     key: &str,
 ) -> Result<Option<u64>, GatewayError> {
@@ -31,9 +33,32 @@ pub fn replica_cap(
     Ok(count_label(labels, SCALE_MAX_LABEL)?.map_or(max_replicas, |m| m.min(max_replicas)))
 }
 
-/// Checks what a process environment cannot hold (NUL bytes, `=` in names) and replica labels
+/// A namespace as asked for: the default one when absent or empty, else a checked name.
+pub fn resolve_namespace(ns: Option<&str>) -> Result<String, GatewayError> {
+    match ns {
+        None | Some("") => Ok(DEFAULT_NAMESPACE.to_owned()),
+        Some(ns) => {
+            validate_name("namespace", ns).map_err(GatewayError::BadRequest)?;
+            Ok(ns.to_owned())
+        }
+    }
+}
+
+/// Checks a deployment from any source (the API, a stack file) and sets its namespace: its
+/// names, what a process environment cannot hold (NUL bytes, `=` in names) and replica labels
 /// within the caps.
-pub fn check_deployment(d: &FunctionDeployment, max_replicas: u64) -> Result<(), GatewayError> {
+pub fn validate_deployment(
+    d: &mut FunctionDeployment,
+    max_replicas: u64,
+) -> Result<(), GatewayError> {
+    validate_name("function", &d.service).map_err(|e| bad(format!("field `service`: {e}")))?;
+    let ns = resolve_namespace(d.namespace.as_deref())
+        .map_err(|e| bad(format!("field `namespace`: {e}")))?;
+    d.namespace = Some(ns);
+    check_deployment(d, max_replicas)
+}
+
+fn check_deployment(d: &FunctionDeployment, max_replicas: u64) -> Result<(), GatewayError> {
     if d.env_process.as_deref().is_some_and(|c| c.contains('\0')) {
         return Err(bad("field `envProcess` must not contain NUL bytes".into()));
     }

@@ -116,6 +116,20 @@ fn bad_stack_files_name_file_line_and_field() {
         "{out}"
     );
 
+    // A stack file gets the API's limits: it cannot start a million replicas.
+    let greedy = dir.path().join("greedy.yml");
+    std::fs::write(
+        &greedy,
+        "functions:\n  hello:\n    fprocess: cat\n    labels:\n      com.openfaas.scale.min: \"1000000\"\n",
+    )
+    .unwrap();
+    let (code, out) = run(&["up", "-f", greedy.to_str().unwrap(), "--port", "0"], &[]);
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("greedy.yml: function \"hello\"") && out.contains("max_replicas"),
+        "{out}"
+    );
+
     let broken = dir.path().join("broken.yml");
     std::fs::write(&broken, "functions:\n  hello: [\n").unwrap();
     let (code, out) = run(&["up", "-f", broken.to_str().unwrap()], &[]);
@@ -156,6 +170,18 @@ fn bad_config_is_rejected_before_serving() {
     );
     assert_eq!(code, 1);
     assert!(out.contains("basic-auth-user"), "{out}");
+
+    // A state directory that cannot be made (a file stands where it would go).
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let (code, out) = run(
+        &["gateway", "--port", "0"],
+        &[("state_dir", file.path().join("state").to_str().unwrap())],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("state directory") && out.contains("set state_dir to a writable folder"),
+        "{out}"
+    );
 
     // The async queue cannot be opened: an unreachable NATS server, an unwritable queue file.
     let nats_port = tributary_tests::free_port().to_string();

@@ -42,12 +42,7 @@ async fn topic_map_is_built_from_annotations_across_namespaces() {
     assert_eq!(map.functions().len(), 3);
 
     // A removal shows up on the next sync.
-    gw.http
-        .delete(gw.url("/system/functions"))
-        .json(&json!({"functionName": "a"}))
-        .send()
-        .await
-        .unwrap();
+    gw.remove("a").await;
     let map = controller.sync().await.unwrap();
     assert_eq!(map.functions_for("payments"), ["b.team-b"]);
     assert!(map.functions_for("refunds").is_empty());

@@ -88,13 +88,7 @@ async fn schedule_changes_and_removals_are_picked_up() {
     records_reach(&f, 2, Duration::from_secs(10)).await;
 
     // Removal: it stops firing.
-    let r = gw
-        .http
-        .delete(gw.url("/system/functions"))
-        .json(&json!({"functionName": "job"}))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.remove("job").await;
     assert_eq!(r.status(), 202);
     eventually(Duration::from_secs(5), "unscheduled", || async {
         cron.logs().contains("function unscheduled")

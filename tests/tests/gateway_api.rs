@@ -117,13 +117,7 @@ async fn crud_routes_follow_openfaas() {
         .unwrap()
         .parse()
         .unwrap();
-    let r = gw
-        .http
-        .delete(gw.url("/system/functions"))
-        .json(&json!({"functionName": "echo"}))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.remove("echo").await;
     assert_eq!(r.status(), 202);
     assert_eq!(gw.get_code("/system/function/echo").await, 404);
     assert!(
@@ -324,13 +318,7 @@ async fn bad_input_gets_clear_4xx_answers() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    let r = gw
-        .http
-        .delete(gw.url("/system/functions"))
-        .json(&json!({"functionName": "nope"}))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.remove("nope").await;
     assert_eq!(r.status(), 404);
     let r = gw
         .http

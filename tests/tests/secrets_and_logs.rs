@@ -131,13 +131,7 @@ async fn secrets_are_kept_private_and_each_function_sees_only_its_own() {
         404
     );
     assert_eq!(secret_names(&gw).await, ["api"]);
-    let r = gw
-        .http
-        .delete(gw.url("/system/functions"))
-        .json(&json!({"functionName": "reader"}))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.remove("reader").await;
     assert_eq!(r.status(), 202);
     assert!(!gw.state_dir.join("functions/openfaas-fn/reader").exists());
 }

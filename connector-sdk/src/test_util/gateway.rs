@@ -303,6 +303,16 @@ impl GatewayProcess {
             .expect("scale request")
     }
 
+    /// Removes a function (`DELETE /system/functions`) and returns the response.
+    pub async fn remove(&self, name: &str) -> reqwest::Response {
+        self.http
+            .delete(self.url("/system/functions"))
+            .json(&serde_json::json!({ "functionName": name }))
+            .send()
+            .await
+            .expect("remove request")
+    }
+
     /// Invokes a function with a body and returns the response.
     pub async fn invoke(&self, name: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
         self.http

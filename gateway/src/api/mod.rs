@@ -19,8 +19,8 @@ use tributary_core::queue::AsyncQueue;
 
 use crate::auth::{Credentials, require_basic_auth};
 use crate::error::GatewayError;
+use crate::limits::resolve_namespace;
 use crate::metrics::Metrics;
-use crate::model::{DEFAULT_NAMESPACE, validate_name};
 use crate::provider::Provider;
 
 /// Shared state of the API handlers.
@@ -34,16 +34,6 @@ pub(crate) struct AppState {
 }
 
 type App = State<Arc<AppState>>;
-
-fn resolve_namespace(ns: Option<&str>) -> Result<String, GatewayError> {
-    match ns {
-        None | Some("") => Ok(DEFAULT_NAMESPACE.to_owned()),
-        Some(ns) => {
-            validate_name("namespace", ns).map_err(GatewayError::BadRequest)?;
-            Ok(ns.to_owned())
-        }
-    }
-}
 
 /// Builds the router; `credentials` turns on basic auth for `/system/*`.
 pub(crate) fn router(state: Arc<AppState>, credentials: Option<Arc<Credentials>>) -> Router {

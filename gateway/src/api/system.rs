@@ -28,15 +28,6 @@ impl NamespaceQuery {
     }
 }
 
-fn validate_deployment(d: &mut FunctionDeployment, max_replicas: u64) -> Result<(), GatewayError> {
-    validate_name("function", &d.service)
-        .map_err(|e| GatewayError::BadRequest(format!("field `service`: {e}")))?;
-    let ns = resolve_namespace(d.namespace.as_deref())
-        .map_err(|e| GatewayError::BadRequest(format!("field `namespace`: {e}")))?;
-    d.namespace = Some(ns);
-    crate::limits::check_deployment(d, max_replicas)
-}
-
 pub(super) async fn list_functions(
     State(app): App,
     Query(q): Query<NamespaceQuery>,
@@ -68,7 +59,7 @@ pub(super) async fn deploy_function(
     body: Bytes,
 ) -> Result<Response, GatewayError> {
     let mut d: FunctionDeployment = parse_json(&body)?;
-    validate_deployment(&mut d, app.max_replicas)?;
+    crate::limits::validate_deployment(&mut d, app.max_replicas)?;
     app.provider.deploy(d).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
@@ -78,7 +69,7 @@ pub(super) async fn update_function(
     body: Bytes,
 ) -> Result<Response, GatewayError> {
     let mut d: FunctionDeployment = parse_json(&body)?;
-    validate_deployment(&mut d, app.max_replicas)?;
+    crate::limits::validate_deployment(&mut d, app.max_replicas)?;
     app.provider.update(d).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use super::LocalProvider;
 use super::function::{Function, Mode};
 use crate::error::GatewayError;
+use crate::limits::count_label;
 use crate::model::{FunctionDeployment, SCALE_MIN_LABEL};
 use crate::provider::process::check_program;
 
@@ -54,14 +55,7 @@ impl LocalProvider {
                 ));
             }
         };
-        let desired = match spec.label(SCALE_MIN_LABEL) {
-            Some(v) => v.parse::<u64>().map_err(|_| {
-                GatewayError::BadRequest(format!(
-                    "label {SCALE_MIN_LABEL}={v:?} must be a whole number"
-                ))
-            })?,
-            None => 1,
-        };
+        let desired = count_label(spec.labels.as_ref(), SCALE_MIN_LABEL)?.unwrap_or(1);
         let fork_error = match mode {
             Mode::Fork => check_program(&argv[0], &self.inner.path_var, &self.inner.work_dir).err(),
             Mode::Http => None,

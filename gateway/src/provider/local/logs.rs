@@ -75,9 +75,10 @@ impl LogBook {
     /// Records one line written by `instance`.
     pub(super) fn line(&self, instance: &Arc<str>, text: String) {
         if self.lines.try_send((instance.clone(), text)).is_err() {
-            let before = self.dropped.fetch_add(1, Ordering::Relaxed);
-            if before.is_power_of_two() {
-                tracing::warn!(function = %self.name, namespace = %self.namespace, dropped = before + 1, "function output comes faster than it can be kept: lines dropped");
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            // The 1st, 2nd, 4th, 8th … drop: a flood of output does not flood the log.
+            if dropped.is_power_of_two() {
+                tracing::warn!(function = %self.name, namespace = %self.namespace, dropped, "function output comes faster than it can be kept: lines dropped");
             }
         }
     }
@@ -367,6 +368,37 @@ mod tests {
             .expect("in time")
             .expect("a line");
         assert_eq!((next.text.as_str(), next.instance.as_str()), ("new", "f-2"));
+    }
+
+    #[tokio::test]
+    async fn a_flood_beyond_the_backlog_is_dropped_and_counted_not_queued() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let book = LogBook::open("f", "ns", tmp.path().join("f"), 1 << 20);
+        let a: Arc<str> = Arc::from("f-1");
+        // On this single-threaded runtime the writer cannot run until the test yields: every
+        // line past the backlog is dropped.
+        for i in 0..BACKLOG + 100 {
+            book.line(&a, format!("line {i}"));
+        }
+        assert_eq!(book.dropped.load(Ordering::Relaxed), 100);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let kept = loop {
+            let kept: Vec<LogMessage> = book
+                .query(query(None, false))
+                .await
+                .expect("reads")
+                .collect()
+                .await;
+            if kept.len() >= BACKLOG || tokio::time::Instant::now() > deadline {
+                break kept;
+            }
+            settle().await;
+        };
+        assert_eq!(kept.len(), BACKLOG);
+        assert_eq!(
+            kept.last().expect("some").text,
+            format!("line {}", BACKLOG - 1)
+        );
     }
 
     #[tokio::test]

@@ -16,22 +16,38 @@ use tributary_core::units::{parse_port, parse_positive_duration};
 use tributary_cron::{CronConfig, CronSource};
 use tributary_gateway::stack::Stack;
 use tributary_gateway::{
-    Gateway, GatewayConfig, LocalConfig, LocalProvider, Provider, StateDir, gateway_credentials,
+    Gateway, GatewayConfig, KubernetesConfig, KubernetesProvider, LocalConfig, LocalProvider,
+    Provider, StateDir, gateway_credentials,
 };
 
 use crate::security;
 use tributary_queue::{GatewayLink, QueueConfig, Worker, WorkerConfig};
 
-/// Everything `tributary gateway` runs: the gateway, its local provider, its async queue and
+/// Where functions run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProviderKind {
+    /// Local processes (the embedded default).
+    Local,
+    /// Deployments and Services in a Kubernetes cluster.
+    Kubernetes,
+}
+
+/// Everything `tributary gateway` runs: the gateway, its provider, its async queue and
 /// (unless turned off) a queue worker.
 #[derive(Debug, Clone, Args)]
 pub struct GatewayArgs {
     /// The gateway.
     #[command(flatten)]
     pub gateway: GatewayConfig,
+    /// Where functions run: local (processes on this machine) or kubernetes.
+    #[arg(long, env = "provider", value_enum, default_value = "local")]
+    pub provider: ProviderKind,
     /// The local provider.
     #[command(flatten)]
     pub local: LocalConfig,
+    /// The kubernetes provider.
+    #[command(flatten)]
+    pub kubernetes: KubernetesConfig,
     /// Where /async-function requests are stored.
     #[command(flatten)]
     pub queue: QueueConfig,
@@ -76,7 +92,7 @@ struct Running {
 
 /// A gateway whose port is bound but which does not answer yet.
 struct Bound {
-    provider: Arc<LocalProvider>,
+    provider: Arc<dyn Provider>,
     gateway: Gateway,
     listener: tokio::net::TcpListener,
     cancel: CancellationToken,
@@ -93,16 +109,24 @@ async fn bind(args: &GatewayArgs, work_dir: PathBuf) -> anyhow::Result<Bound> {
         .await
         .context("opening the state directory failed")??;
     let credentials = gateway_credentials(&config.auth, &state).await?;
-    let local = LocalConfig {
-        work_dir: Some(work_dir),
-        ..args.local.clone()
+    let provider: Arc<dyn Provider> = match args.provider {
+        ProviderKind::Local => {
+            let local = LocalConfig {
+                work_dir: Some(work_dir),
+                ..args.local.clone()
+            };
+            Arc::new(LocalProvider::new(
+                local,
+                config,
+                state.clone(),
+                cancel.child_token(),
+            ))
+        }
+        ProviderKind::Kubernetes => Arc::new(
+            KubernetesProvider::connect(args.kubernetes.clone(), config, cancel.child_token())
+                .await?,
+        ),
     };
-    let provider = Arc::new(LocalProvider::new(
-        local,
-        config,
-        state.clone(),
-        cancel.child_token(),
-    ));
     let queue = args
         .queue
         .open(args.worker.max_inflight, &state.queue())
@@ -116,7 +140,7 @@ async fn bind(args: &GatewayArgs, work_dir: PathBuf) -> anyhow::Result<Bound> {
         security::announce(config, &state, credentials.as_ref().map(|(_, s)| s), port);
     let gateway = Gateway::new(
         config.clone(),
-        provider.clone() as Arc<dyn Provider>,
+        provider.clone(),
         credentials.map(|(c, _)| c),
     )
     .with_queue(store);
@@ -186,8 +210,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let mut deployments = stack.deployments()?;
     // The same checks as the API's: a stack file cannot ask for what a caller may not.
     for d in &mut deployments {
-        tributary_gateway::limits::validate_deployment(d, args.gateway.gateway.max_replicas)
-            .with_context(|| format!("{}: function {:?}", args.file.display(), d.service))?;
+        tributary_gateway::limits::validate_deployment(
+            d,
+            args.gateway.gateway.max_replicas,
+            &args.gateway.gateway.function_namespace,
+        )
+        .with_context(|| format!("{}: function {:?}", args.file.display(), d.service))?;
     }
     let work_dir = args
         .gateway

@@ -28,9 +28,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the gateway with the local provider and deploy the functions of a stack file.
+    /// Run the gateway on its provider (local by default) and deploy the functions of a stack file.
     Up(Box<gateway_cmd::UpArgs>),
-    /// Run the gateway (OpenFaaS REST API) with the local provider.
+    /// Run the gateway (OpenFaaS REST API) on the local or kubernetes provider.
     Gateway(Box<gateway_cmd::GatewayArgs>),
     /// Run a standalone queue worker on a NATS JetStream queue.
     QueueWorker(Box<queue_cmd::QueueWorkerArgs>),

@@ -28,6 +28,9 @@ pub struct GatewayConfig {
     /// Largest request body (bytes, or with K/M/G); larger bodies get 413.
     #[arg(long, env = "max_body_size", default_value = "32M", value_parser = parse_size)]
     pub max_body_size: usize,
+    /// Namespace of functions deployed or called without one (faas-netes' function_namespace).
+    #[arg(long, env = "function_namespace", default_value = tributary_core::model::DEFAULT_NAMESPACE, value_parser = parse_namespace)]
+    pub function_namespace: String,
     /// Basic auth on /system/*.
     #[command(flatten)]
     pub auth: AuthArgs,
@@ -49,6 +52,11 @@ pub struct GatewayConfig {
     /// or empty: any, as OpenFaaS); other callbacks get 400.
     #[arg(long, env = "callback_allow", default_value = "*")]
     pub callback_allow: crate::callback::CallbackAllow,
+}
+
+fn parse_namespace(value: &str) -> Result<String, String> {
+    tributary_core::model::validate_name("namespace", value)?;
+    Ok(value.to_owned())
 }
 
 fn parse_replicas(value: &str) -> Result<u64, String> {

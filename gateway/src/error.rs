@@ -140,6 +140,21 @@ pub enum GatewayError {
     /// The async queue failed to store or list requests.
     #[error("the asynchronous queue failed")]
     Queue(#[source] QueueError),
+    /// A Kubernetes API call failed (the kubernetes provider).
+    #[error("kubernetes: {verb} {resource} in namespace {namespace:?} failed: {hint}")]
+    Kubernetes {
+        /// The verb: get, list, create, update, patch, delete, watch.
+        verb: &'static str,
+        /// The resource, e.g. `deployments` or `deployments/scale`.
+        resource: &'static str,
+        /// The namespace (`(cluster scope)` for namespaces).
+        namespace: String,
+        /// What it means and what to do.
+        hint: String,
+        /// The client's error.
+        #[source]
+        source: BoxError,
+    },
     /// An internal failure.
     #[error("{what}")]
     Internal {
@@ -176,9 +191,11 @@ impl GatewayError {
             Self::AlreadyExists { .. } | Self::SecretExists { .. } => StatusCode::CONFLICT,
             Self::BadRequest(_) | Self::MissingSecrets { .. } => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::StartFailed { .. } | Self::NoQueue | Self::Queue(_) | Self::Internal { .. } => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            Self::StartFailed { .. }
+            | Self::NoQueue
+            | Self::Queue(_)
+            | Self::Internal { .. }
+            | Self::Kubernetes { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NoReplicas { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,

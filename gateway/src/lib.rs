@@ -45,7 +45,7 @@ pub use auth::{AuthError, CredentialSource, Credentials, gateway_credentials};
 pub use config::GatewayConfig;
 pub use error::GatewayError;
 pub use metrics::Metrics;
-pub use provider::{LocalConfig, LocalProvider, Provider};
+pub use provider::{KubernetesConfig, KubernetesProvider, LocalConfig, LocalProvider, Provider};
 pub use state::StateDir;
 /// The OpenFaaS REST API types.
 pub use tributary_core::model;
@@ -99,6 +99,7 @@ impl Gateway {
             metrics: self.metrics.clone(),
             max_body_size: self.config.max_body_size,
             max_replicas: self.config.max_replicas,
+            function_namespace: self.config.function_namespace.clone(),
             callback_allow: self.config.callback_allow.clone(),
             queue: self.queue.clone(),
         });

@@ -2,9 +2,7 @@
 //! counts within `max_replicas` (and the function's own `com.openfaas.scale.max`).
 
 use crate::error::GatewayError;
-use crate::model::{
-    DEFAULT_NAMESPACE, FunctionDeployment, SCALE_MAX_LABEL, SCALE_MIN_LABEL, validate_name,
-};
+use crate::model::{FunctionDeployment, SCALE_MAX_LABEL, SCALE_MIN_LABEL, validate_name};
 
 fn bad(message: String) -> GatewayError {
     GatewayError::BadRequest(message)
@@ -33,10 +31,11 @@ pub fn replica_cap(
     Ok(count_label(labels, SCALE_MAX_LABEL)?.map_or(max_replicas, |m| m.min(max_replicas)))
 }
 
-/// A namespace as asked for: the default one when absent or empty, else a checked name.
-pub fn resolve_namespace(ns: Option<&str>) -> Result<String, GatewayError> {
+/// A namespace as asked for: `default` (`function_namespace`) when absent or empty, else a
+/// checked name.
+pub fn resolve_namespace(ns: Option<&str>, default: &str) -> Result<String, GatewayError> {
     match ns {
-        None | Some("") => Ok(DEFAULT_NAMESPACE.to_owned()),
+        None | Some("") => Ok(default.to_owned()),
         Some(ns) => {
             validate_name("namespace", ns).map_err(GatewayError::BadRequest)?;
             Ok(ns.to_owned())
@@ -50,9 +49,10 @@ pub fn resolve_namespace(ns: Option<&str>) -> Result<String, GatewayError> {
 pub fn validate_deployment(
     d: &mut FunctionDeployment,
     max_replicas: u64,
+    default_namespace: &str,
 ) -> Result<(), GatewayError> {
     validate_name("function", &d.service).map_err(|e| bad(format!("field `service`: {e}")))?;
-    let ns = resolve_namespace(d.namespace.as_deref())
+    let ns = resolve_namespace(d.namespace.as_deref(), default_namespace)
         .map_err(|e| bad(format!("field `namespace`: {e}")))?;
     d.namespace = Some(ns);
     check_deployment(d, max_replicas)

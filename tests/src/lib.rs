@@ -1,6 +1,7 @@
 //! Helpers shared by the workspace integration tests, in one place: the connector SDK's test
 //! harness (a gateway process, the recording function, an in-memory source; re-exported here),
-//! connector processes, callback servers and the real brokers tests start (NATS, Kafka, SQS).
+//! connector processes, callback servers and the real brokers tests start (NATS, Kafka, SQS)
+//! and the Kubernetes control plane.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -13,6 +14,7 @@ pub use tributary_connector_sdk::test_util::{
 };
 
 pub mod kafka;
+pub mod kube;
 pub mod sqs;
 
 /// Connector SDK helpers: an in-memory source whose acknowledgements a test can watch.

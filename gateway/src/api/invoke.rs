@@ -13,14 +13,17 @@ use tributary_core::queue::QueuedRequest;
 
 use super::{App, AppState, resolve_namespace};
 use crate::error::GatewayError;
-use crate::model::{DEFAULT_NAMESPACE, validate_name};
+use crate::model::validate_name;
 
 const X_CALL_ID: &str = "x-call-id";
 const X_START_TIME: &str = "x-start-time";
 const X_DURATION_SECONDS: &str = "x-duration-seconds";
 
 /// Splits `/function/NAME[.NAMESPACE][/rest]` into name, namespace and the function-relative path.
-fn split_function_path(uri: &Uri) -> Result<(String, String, String), GatewayError> {
+fn split_function_path(
+    uri: &Uri,
+    default_namespace: &str,
+) -> Result<(String, String, String), GatewayError> {
     let path = uri.path();
     let rest = path
         .strip_prefix("/function/")
@@ -31,8 +34,8 @@ fn split_function_path(uri: &Uri) -> Result<(String, String, String), GatewayErr
         None => (rest, "/"),
     };
     let (name, ns) = match target.split_once('.') {
-        Some((name, ns)) => (name, resolve_namespace(Some(ns))?),
-        None => (target, DEFAULT_NAMESPACE.to_owned()),
+        Some((name, ns)) => (name, resolve_namespace(Some(ns), default_namespace)?),
+        None => (target, default_namespace.to_owned()),
     };
     validate_name("function", name).map_err(GatewayError::BadRequest)?;
     let mut forward = sub.to_owned();
@@ -174,7 +177,7 @@ fn prepare(
     app: &AppState,
     parts: &mut http::request::Parts,
 ) -> Result<(String, String), GatewayError> {
-    let (name, ns, forward) = split_function_path(&parts.uri)?;
+    let (name, ns, forward) = split_function_path(&parts.uri, &app.function_namespace)?;
     if !app.provider.has_function(&name, &ns) {
         return Err(GatewayError::FunctionNotFound {
             name,
@@ -191,28 +194,29 @@ fn prepare(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::DEFAULT_NAMESPACE;
 
     #[test]
     fn function_paths_split_into_name_namespace_and_rest() {
         let uri: Uri = "/function/echo".parse().expect("uri");
         assert_eq!(
-            split_function_path(&uri).expect("ok"),
+            split_function_path(&uri, DEFAULT_NAMESPACE).expect("ok"),
             ("echo".into(), DEFAULT_NAMESPACE.into(), "/".into())
         );
         let uri: Uri = "/function/echo.dev/a/b?x=1&y=2".parse().expect("uri");
         assert_eq!(
-            split_function_path(&uri).expect("ok"),
+            split_function_path(&uri, DEFAULT_NAMESPACE).expect("ok"),
             ("echo".into(), "dev".into(), "/a/b?x=1&y=2".into())
         );
         let uri: Uri = "/function/Bad_Name".parse().expect("uri");
-        assert!(split_function_path(&uri).is_err());
+        assert!(split_function_path(&uri, DEFAULT_NAMESPACE).is_err());
     }
 
     proptest::proptest! {
         #[test]
         fn any_function_path_splits_or_is_a_bad_request(path in "/(async-)?function/[ -~]{0,40}") {
             let Ok(uri) = path.parse::<Uri>() else { return Ok(()) };
-            match split_function_path(&uri) {
+            match split_function_path(&uri, DEFAULT_NAMESPACE) {
                 Ok((name, ns, forward)) => {
                     proptest::prop_assert!(crate::model::validate_name("function", &name).is_ok());
                     proptest::prop_assert!(crate::model::validate_name("namespace", &ns).is_ok());

@@ -27,7 +27,7 @@ pub(super) struct LogParams {
 }
 
 impl LogParams {
-    fn query(self) -> Result<LogQuery, GatewayError> {
+    fn query(self, default_namespace: &str) -> Result<LogQuery, GatewayError> {
         let bad = |m: String| GatewayError::BadRequest(m);
         let name = self
             .name
@@ -64,7 +64,7 @@ impl LogParams {
         };
         Ok(LogQuery {
             name,
-            namespace: resolve_namespace(self.namespace.as_deref())?,
+            namespace: resolve_namespace(self.namespace.as_deref(), default_namespace)?,
             instance: self.instance.filter(|i| !i.is_empty()),
             since,
             tail,
@@ -77,7 +77,7 @@ pub(super) async fn logs(
     State(app): App,
     Query(params): Query<LogParams>,
 ) -> Result<Response, GatewayError> {
-    let query = params.query()?;
+    let query = params.query(&app.function_namespace)?;
     let lines = app.provider.logs(query).await?.map(|m| {
         let mut line = serde_json::to_vec(&m).unwrap_or_default();
         line.push(b'\n');

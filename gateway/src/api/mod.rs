@@ -29,6 +29,7 @@ pub(crate) struct AppState {
     pub(crate) metrics: Metrics,
     pub(crate) max_body_size: usize,
     pub(crate) max_replicas: u64,
+    pub(crate) function_namespace: String,
     pub(crate) callback_allow: crate::callback::CallbackAllow,
     pub(crate) queue: Option<Arc<dyn AsyncQueue>>,
 }

@@ -13,7 +13,11 @@ use crate::model::{Secret, validate_secret_name};
 
 /// Parses a secret from `body`, checking its name and defaulting its namespace (from the body,
 /// else the `namespace` query parameter).
-fn parse_secret(body: &Bytes, query: &NamespaceQuery) -> Result<Secret, GatewayError> {
+fn parse_secret(
+    body: &Bytes,
+    query: &NamespaceQuery,
+    default_namespace: &str,
+) -> Result<Secret, GatewayError> {
     let mut secret: Secret = parse_json(body)?;
     validate_secret_name(&secret.name)
         .map_err(|e| GatewayError::BadRequest(format!("field `name`: {e}")))?;
@@ -22,7 +26,7 @@ fn parse_secret(body: &Bytes, query: &NamespaceQuery) -> Result<Secret, GatewayE
         .as_deref()
         .filter(|ns| !ns.is_empty())
         .or(query.namespace());
-    secret.namespace = Some(resolve_namespace(namespace)?);
+    secret.namespace = Some(resolve_namespace(namespace, default_namespace)?);
     Ok(secret)
 }
 
@@ -30,7 +34,10 @@ pub(super) async fn list(
     State(app): App,
     Query(q): Query<NamespaceQuery>,
 ) -> Result<Response, GatewayError> {
-    let secrets = app.provider.secrets(&q.resolve()?).await?;
+    let secrets = app
+        .provider
+        .secrets(&q.resolve(&app.function_namespace)?)
+        .await?;
     Ok(axum::Json(secrets).into_response())
 }
 
@@ -48,7 +55,7 @@ async fn change(
     body: &Bytes,
     change: Change,
 ) -> Result<Response, GatewayError> {
-    let secret = parse_secret(body, query)?;
+    let secret = parse_secret(body, query, &app.function_namespace)?;
     let name = secret.name.clone();
     let namespace = secret.namespace.clone().unwrap_or_default();
     let (status, done) = match change {

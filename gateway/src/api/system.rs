@@ -18,8 +18,8 @@ pub(super) struct NamespaceQuery {
 
 impl NamespaceQuery {
     /// The namespace asked for, defaulted and checked.
-    pub(super) fn resolve(&self) -> Result<String, GatewayError> {
-        resolve_namespace(self.namespace.as_deref())
+    pub(super) fn resolve(&self, default: &str) -> Result<String, GatewayError> {
+        resolve_namespace(self.namespace.as_deref(), default)
     }
 
     /// The namespace asked for, if any.
@@ -32,7 +32,7 @@ pub(super) async fn list_functions(
     State(app): App,
     Query(q): Query<NamespaceQuery>,
 ) -> Result<Response, GatewayError> {
-    let ns = q.resolve()?;
+    let ns = q.resolve(&app.function_namespace)?;
     let mut functions = app.provider.list(&ns).await?;
     for f in &mut functions {
         f.invocation_count = app
@@ -47,7 +47,7 @@ pub(super) async fn function_status(
     Path(name): Path<String>,
     Query(q): Query<NamespaceQuery>,
 ) -> Result<Response, GatewayError> {
-    let ns = q.resolve()?;
+    let ns = q.resolve(&app.function_namespace)?;
     validate_name("function", &name).map_err(GatewayError::BadRequest)?;
     let mut status = app.provider.status(&name, &ns).await?;
     status.invocation_count = app.metrics.invocation_count(&format!("{name}.{ns}"));
@@ -59,7 +59,7 @@ pub(super) async fn deploy_function(
     body: Bytes,
 ) -> Result<Response, GatewayError> {
     let mut d: FunctionDeployment = parse_json(&body)?;
-    crate::limits::validate_deployment(&mut d, app.max_replicas)?;
+    crate::limits::validate_deployment(&mut d, app.max_replicas, &app.function_namespace)?;
     app.provider.deploy(d).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
@@ -69,7 +69,7 @@ pub(super) async fn update_function(
     body: Bytes,
 ) -> Result<Response, GatewayError> {
     let mut d: FunctionDeployment = parse_json(&body)?;
-    crate::limits::validate_deployment(&mut d, app.max_replicas)?;
+    crate::limits::validate_deployment(&mut d, app.max_replicas, &app.function_namespace)?;
     app.provider.update(d).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
@@ -82,7 +82,10 @@ pub(super) async fn delete_function(
     let req: DeleteFunctionRequest = parse_json(&body)?;
     validate_name("function", &req.function_name)
         .map_err(|e| GatewayError::BadRequest(format!("field `functionName`: {e}")))?;
-    let ns = resolve_namespace(req.namespace.as_deref().or(q.namespace.as_deref()))?;
+    let ns = resolve_namespace(
+        req.namespace.as_deref().or(q.namespace.as_deref()),
+        &app.function_namespace,
+    )?;
     app.provider.delete(&req.function_name, &ns).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
@@ -101,7 +104,10 @@ pub(super) async fn scale_function(
             req.service_name
         )));
     }
-    let ns = resolve_namespace(req.namespace.as_deref().or(q.namespace.as_deref()))?;
+    let ns = resolve_namespace(
+        req.namespace.as_deref().or(q.namespace.as_deref()),
+        &app.function_namespace,
+    )?;
     let function = app.provider.status(&name, &ns).await?;
     crate::limits::check_scale(req.replicas, function.labels.as_ref(), app.max_replicas)?;
     app.provider.scale(&name, &ns, req.replicas).await?;

@@ -1,5 +1,7 @@
-//! The `Provider` trait: where functions run. `local` runs them as local processes.
+//! The `Provider` trait: where functions run. `local` runs them as local processes,
+//! `kubernetes` as Deployments and Services in a cluster.
 
+pub mod kubernetes;
 pub mod local;
 mod process;
 
@@ -12,6 +14,7 @@ use http::{Request, Response};
 use crate::error::GatewayError;
 use crate::model::{FunctionDeployment, FunctionStatus, LogMessage, ProviderInfo, Secret};
 
+pub use kubernetes::{KubernetesConfig, KubernetesProvider};
 pub use local::{LocalConfig, LocalProvider};
 
 /// A backend that deploys, scales and invokes functions.

@@ -38,8 +38,7 @@ use super::{LogQuery, LogStream, Provider};
 use crate::config::GatewayConfig;
 use crate::error::GatewayError;
 use crate::model::{
-    DEFAULT_NAMESPACE, FunctionDeployment, FunctionStatus, ProviderInfo, SCALE_MIN_LABEL, Secret,
-    VersionInfo,
+    FunctionDeployment, FunctionStatus, ProviderInfo, SCALE_MIN_LABEL, Secret, VersionInfo,
 };
 use crate::proxy::HttpProxy;
 use crate::state::StateDir;
@@ -127,7 +126,7 @@ impl LocalProvider {
         }
         let proxy = HttpProxy::new(gateway.upstream_timeout, gateway.max_body_size);
         let mut namespaces = BTreeSet::new();
-        namespaces.insert(DEFAULT_NAMESPACE.to_owned());
+        namespaces.insert(gateway.function_namespace.clone());
         Self {
             inner: Arc::new(Inner {
                 work_dir: config
@@ -400,6 +399,7 @@ impl Provider for LocalProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::DEFAULT_NAMESPACE;
 
     use http::StatusCode;
 

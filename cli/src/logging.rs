@@ -13,9 +13,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber; `RUST_LOG` defaults to `info`.
+/// Installs the global subscriber; `RUST_LOG` defaults to `info` (kube-runtime's watch errors are
+/// left to the kubernetes provider, which logs them once per failure with what to do).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,kube_runtime=error"));
     // A closed stderr (`tributary up | head`) must not panic the process: write errors are
     // ignored rather than reported on stderr again.
     let builder = tracing_subscriber::fmt()

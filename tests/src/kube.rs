@@ -180,6 +180,61 @@ impl KubeCluster {
     }
 }
 
+/// The helm binary scripts/helm-install put in its cache (or `HELM_BIN`).
+pub fn helm_bin() -> PathBuf {
+    let dir = std::env::var_os("HELM_BIN").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/tributary-helm/bin"),
+        PathBuf::from,
+    );
+    let helm = dir.join("helm");
+    assert!(
+        helm.is_file(),
+        "helm is not installed at {}: run scripts/helm-install (scripts/setup does)",
+        helm.display()
+    );
+    helm
+}
+
+/// Runs helm (against the test cluster, as admin).
+pub fn helm(args: &[&str]) -> Output {
+    Command::new(helm_bin())
+        .args(args)
+        .env("KUBECONFIG", &cluster().kubeconfig)
+        .env(
+            "HELM_CACHE_HOME",
+            std::env::temp_dir().join("tributary-helm-cache"),
+        )
+        .env(
+            "HELM_CONFIG_HOME",
+            std::env::temp_dir().join("tributary-helm-config"),
+        )
+        .env(
+            "HELM_DATA_HOME",
+            std::env::temp_dir().join("tributary-helm-data"),
+        )
+        .output()
+        .expect("run helm")
+}
+
+/// A chart of charts/, its shared library fetched (`helm dependency update`), ready to lint,
+/// template or install. Safe to call from tests running at once.
+pub fn chart(name: &str) -> PathBuf {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let path = workspace_root().join("charts").join(name);
+    let out = Command::new(helm_bin())
+        .args(["dependency", "update", "--skip-refresh"])
+        .arg(&path)
+        .output()
+        .expect("run helm dependency update");
+    assert!(
+        out.status.success(),
+        "helm dependency update {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
 /// A client for a kubeconfig file.
 pub async fn client_for(path: &std::path::Path) -> Client {
     // The AWS SDK enables a second TLS backend: pick ring, as the gateway does.

@@ -1,0 +1,163 @@
+//! The container image that `scripts/image` builds from scratch, run with podman: it answers
+//! requests, every subcommand stops promptly on SIGTERM as PID 1, and the gateway runs on a
+//! read-only root filesystem with its state on a volume. (Built from the dev profile here; the
+//! release image is the same recipe.)
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use tributary_tests::{eventually, free_port, workspace_root};
+
+const TAG: &str = "localhost/tributary:test";
+
+/// podman with the OCI runtime that works on this kernel (runc; `TRIBUTARY_OCI_RUNTIME`
+/// chooses another) and explicit ulimits (hard limits cannot be raised here).
+fn podman(args: &[&str]) -> Output {
+    let runtime = std::env::var("TRIBUTARY_OCI_RUNTIME").unwrap_or_else(|_| "runc".to_owned());
+    Command::new("podman")
+        .args(["--runtime", &runtime])
+        .args(args)
+        .output()
+        .expect("run podman (scripts/setup installs it)")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Builds the image once per test process, from the binary the other tests run (built by
+/// scripts/test before the tests).
+fn image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(workspace_root().join("scripts/image"))
+            .arg("--binary")
+            .arg(tributary_tests::tributary_bin())
+            .args(["--tag", TAG])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "scripts/image failed:\n{}", text(&out));
+    });
+    TAG
+}
+
+/// A detached container on the host network, removed on drop.
+struct Container(String);
+
+impl Container {
+    fn run(name: &str, extra: &[&str], command: &[&str]) -> Self {
+        let _ = podman(&["rm", "-f", name]);
+        let mut args = vec![
+            "run", "-d", "--name", name, "--network", "host",
+            "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096",
+        ];
+        args.extend(extra);
+        args.push(image());
+        args.extend(command);
+        let out = podman(&args);
+        assert!(out.status.success(), "podman run: {}", text(&out));
+        Self(name.to_owned())
+    }
+
+    fn logs(&self) -> String {
+        text(&podman(&["logs", &self.0]))
+    }
+
+    /// `podman stop` (SIGTERM, SIGKILL after 30 s): how long it took and the exit code.
+    fn stop(&self) -> (Duration, String) {
+        let started = Instant::now();
+        let out = podman(&["stop", "-t", "30", &self.0]);
+        assert!(out.status.success(), "podman stop: {}", text(&out));
+        let took = started.elapsed();
+        let code = podman(&["inspect", &self.0, "--format", "{{.State.ExitCode}}"]);
+        (took, text(&code).trim().to_owned())
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = podman(&["rm", "-f", &self.0]);
+    }
+}
+
+#[test]
+fn the_image_prints_its_version_and_runs_as_non_root() {
+    let out = podman(&[
+        "run", "--rm", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096", image(),
+        "--version",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).starts_with("tributary "), "{}", text(&out));
+    let inspect = podman(&["image", "inspect", image(), "--format", "{{.Config.User}}"]);
+    assert_eq!(text(&inspect).trim(), "10001:10001", "runs as a non-root user");
+}
+
+#[tokio::test]
+async fn echo_answers_and_stops_on_sigterm_as_pid_1() {
+    let port = free_port().to_string();
+    let c = Container::run("tributary-test-echo", &["-e", &format!("PORT={port}")], &["echo"]);
+    let url = format!("http://127.0.0.1:{port}/hello");
+    let http = reqwest::Client::new();
+    eventually(Duration::from_secs(20), "echo in the container to answer", || async {
+        match http.post(&url).body("ping").send().await {
+            Ok(r) => r.text().await.is_ok_and(|t| t == "ping"),
+            Err(_) => false,
+        }
+    })
+    .await;
+    let (took, code) = c.stop();
+    assert!(took < Duration::from_secs(5), "stopped after {took:?}:\n{}", c.logs());
+    assert_eq!(code, "0");
+}
+
+#[tokio::test]
+async fn the_gateway_runs_on_a_read_only_root_with_a_state_volume() {
+    let port = free_port().to_string();
+    let volume = format!("tributary-test-state-{port}");
+    let c = Container::run(
+        "tributary-test-gateway",
+        &["--read-only", "-v", &format!("{volume}:/var/lib/tributary")],
+        &["gateway", "--port", &port],
+    );
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    eventually(Duration::from_secs(20), "the gateway in the container", || async {
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    // Auth is on; the generated password is in the volume.
+    let r = http.get(format!("{base}/system/functions")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(c.logs().contains("basic auth"), "{}", c.logs());
+    let (took, code) = c.stop();
+    assert!(took < Duration::from_secs(15), "stopped after {took:?}");
+    assert_eq!(code, "0", "{}", c.logs());
+    drop(c);
+    let _ = podman(&["volume", "rm", "-f", &volume]);
+}
+
+#[test]
+fn a_connector_stops_on_sigterm_as_pid_1() {
+    // No gateway answers: the connector keeps retrying until told to stop.
+    let port = free_port();
+    let c = Container::run(
+        "tributary-test-cron",
+        &["-e", &format!("gateway_url=http://127.0.0.1:{port}"), "-e", "basic_auth=false"],
+        &["connector", "cron"],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let (took, code) = c.stop();
+    assert!(took < Duration::from_secs(5), "stopped after {took:?}:\n{}", c.logs());
+    assert_eq!(code, "0", "{}", c.logs());
+}

@@ -44,7 +44,11 @@ fn image() -> &'static str {
             .args(["--tag", TAG])
             .output()
             .unwrap();
-        assert!(out.status.success(), "scripts/image failed:\n{}", text(&out));
+        assert!(
+            out.status.success(),
+            "scripts/image failed:\n{}",
+            text(&out)
+        );
     });
     TAG
 }
@@ -56,8 +60,16 @@ impl Container {
     fn run(name: &str, extra: &[&str], command: &[&str]) -> Self {
         let _ = podman(&["rm", "-f", name]);
         let mut args = vec![
-            "run", "-d", "--name", name, "--network", "host",
-            "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096",
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "host",
+            "--ulimit",
+            "nofile=20000:20000",
+            "--ulimit",
+            "nproc=4096:4096",
         ];
         args.extend(extra);
         args.push(image());
@@ -91,30 +103,52 @@ impl Drop for Container {
 #[test]
 fn the_image_prints_its_version_and_runs_as_non_root() {
     let out = podman(&[
-        "run", "--rm", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096", image(),
+        "run",
+        "--rm",
+        "--ulimit",
+        "nofile=20000:20000",
+        "--ulimit",
+        "nproc=4096:4096",
+        image(),
         "--version",
     ]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).starts_with("tributary "), "{}", text(&out));
     let inspect = podman(&["image", "inspect", image(), "--format", "{{.Config.User}}"]);
-    assert_eq!(text(&inspect).trim(), "10001:10001", "runs as a non-root user");
+    assert_eq!(
+        text(&inspect).trim(),
+        "10001:10001",
+        "runs as a non-root user"
+    );
 }
 
 #[tokio::test]
 async fn echo_answers_and_stops_on_sigterm_as_pid_1() {
     let port = free_port().to_string();
-    let c = Container::run("tributary-test-echo", &["-e", &format!("PORT={port}")], &["echo"]);
+    let c = Container::run(
+        "tributary-test-echo",
+        &["-e", &format!("PORT={port}")],
+        &["echo"],
+    );
     let url = format!("http://127.0.0.1:{port}/hello");
     let http = reqwest::Client::new();
-    eventually(Duration::from_secs(20), "echo in the container to answer", || async {
-        match http.post(&url).body("ping").send().await {
-            Ok(r) => r.text().await.is_ok_and(|t| t == "ping"),
-            Err(_) => false,
-        }
-    })
+    eventually(
+        Duration::from_secs(20),
+        "echo in the container to answer",
+        || async {
+            match http.post(&url).body("ping").send().await {
+                Ok(r) => r.text().await.is_ok_and(|t| t == "ping"),
+                Err(_) => false,
+            }
+        },
+    )
     .await;
     let (took, code) = c.stop();
-    assert!(took < Duration::from_secs(5), "stopped after {took:?}:\n{}", c.logs());
+    assert!(
+        took < Duration::from_secs(5),
+        "stopped after {took:?}:\n{}",
+        c.logs()
+    );
     assert_eq!(code, "0");
 }
 
@@ -129,15 +163,23 @@ async fn the_gateway_runs_on_a_read_only_root_with_a_state_volume() {
     );
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    eventually(Duration::from_secs(20), "the gateway in the container", || async {
-        http.get(format!("{base}/healthz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the gateway in the container",
+        || async {
+            http.get(format!("{base}/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
     .await;
     // Auth is on; the generated password is in the volume.
-    let r = http.get(format!("{base}/system/functions")).send().await.unwrap();
+    let r = http
+        .get(format!("{base}/system/functions"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     assert!(c.logs().contains("basic auth"), "{}", c.logs());
     let (took, code) = c.stop();
@@ -153,11 +195,20 @@ fn a_connector_stops_on_sigterm_as_pid_1() {
     let port = free_port();
     let c = Container::run(
         "tributary-test-cron",
-        &["-e", &format!("gateway_url=http://127.0.0.1:{port}"), "-e", "basic_auth=false"],
+        &[
+            "-e",
+            &format!("gateway_url=http://127.0.0.1:{port}"),
+            "-e",
+            "basic_auth=false",
+        ],
         &["connector", "cron"],
     );
     std::thread::sleep(Duration::from_secs(2));
     let (took, code) = c.stop();
-    assert!(took < Duration::from_secs(5), "stopped after {took:?}:\n{}", c.logs());
+    assert!(
+        took < Duration::from_secs(5),
+        "stopped after {took:?}:\n{}",
+        c.logs()
+    );
     assert_eq!(code, "0", "{}", c.logs());
 }

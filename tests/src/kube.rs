@@ -10,10 +10,12 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
+use serde_json::{Value, json};
 
 use crate::{GatewayOptions, GatewayProcess, workspace_root};
 
@@ -216,12 +218,16 @@ pub fn helm(args: &[&str]) -> Output {
         .expect("run helm")
 }
 
-/// A chart of charts/, its shared library fetched (`helm dependency update`), ready to lint,
+/// A chart of charts/, its shared library fetched (`helm dependency update`, once per test
+/// process: helm reading a chart while another update rewrites it fails), ready to lint,
 /// template or install. Safe to call from tests running at once.
 pub fn chart(name: &str) -> PathBuf {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    static UPDATED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut updated = UPDATED.lock().unwrap_or_else(|e| e.into_inner());
     let path = workspace_root().join("charts").join(name);
+    if updated.iter().any(|n| n == name) {
+        return path;
+    }
     let out = Command::new(helm_bin())
         .args(["dependency", "update", "--skip-refresh"])
         .arg(&path)
@@ -232,7 +238,19 @@ pub fn chart(name: &str) -> PathBuf {
         "helm dependency update {name}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    updated.push(name.to_owned());
     path
+}
+
+/// A minimal deployment of a function named `name`.
+pub fn function(name: &str) -> Value {
+    json!({ "service": name, "image": format!("ghcr.io/acme/{name}:1.0") })
+}
+
+/// A function's Deployment as the API server has it.
+pub async fn deployment(ns: &str, name: &str) -> Option<Deployment> {
+    let api: Api<Deployment> = Api::namespaced(cluster().client().await, ns);
+    api.get_opt(name).await.expect("get the Deployment")
 }
 
 /// A client for a kubeconfig file.

@@ -13,6 +13,7 @@ pub use tributary_connector_sdk::test_util::{
     signal, spawn_logged, tributary_bin, wait_exit,
 };
 
+pub mod charts;
 pub mod kafka;
 pub mod kube;
 pub mod sqs;

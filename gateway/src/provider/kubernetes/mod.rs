@@ -4,20 +4,21 @@
 mod cache;
 mod config;
 mod error;
+mod invoke;
 mod logs;
 mod objects;
 mod secrets;
+mod status;
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use axum::body::Body;
 use http::{Request, Response};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::core::v1::Service;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
@@ -145,7 +146,7 @@ impl KubernetesProvider {
                 }
                 Err(e) => return Err(api_error("get", "deployments", namespace, e)),
             };
-            let replicas = objects::desired_replicas(&current);
+            let replicas = status::desired_replicas(&current);
             let mut next = objects::deployment(d, namespace, secrets, replicas, &self.config);
             next.metadata.resource_version = current.metadata.resource_version;
             match api.replace(&d.service, &PostParams::default(), &next).await {
@@ -157,52 +158,6 @@ impl KubernetesProvider {
             }
         }
     }
-
-    /// The ready addresses of a function's Service.
-    fn addresses(cache: &NamespaceCache, name: &str, namespace: &str) -> Vec<SocketAddr> {
-        let Some(endpoints) = cache.endpoints(name, namespace) else {
-            return Vec::new();
-        };
-        ready_addresses(&endpoints)
-    }
-
-    /// Waits for a ready endpoint; a function at zero replicas is scaled to one first.
-    async fn wait_for_endpoint(
-        &self,
-        cache: &NamespaceCache,
-        name: &str,
-        namespace: &str,
-    ) -> Result<SocketAddr, GatewayError> {
-        let started = Instant::now();
-        if cache
-            .deployment(name, namespace)
-            .is_some_and(|d| objects::desired_replicas(&d) == 0)
-        {
-            tracing::info!(function = %name, namespace, "scaling from zero to 1 replica");
-            self.scale(name, namespace, 1).await?;
-        }
-        loop {
-            let addresses = Self::addresses(cache, name, namespace);
-            if let Some(addr) = self.pick(&addresses) {
-                return Ok(addr);
-            }
-            if started.elapsed() >= self.upstream_timeout || self.cancel.is_cancelled() {
-                return Err(GatewayError::NoReplicas {
-                    name: name.to_owned(),
-                    waited_secs: started.elapsed().as_secs_f64(),
-                });
-            }
-            tokio::time::sleep(ENDPOINT_POLL).await;
-        }
-    }
-
-    fn pick(&self, addresses: &[SocketAddr]) -> Option<SocketAddr> {
-        if addresses.is_empty() {
-            return None;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % addresses.len();
-        Some(addresses[i])
-    }
 }
 
 fn not_found(name: &str, namespace: &str) -> GatewayError {
@@ -210,28 +165,6 @@ fn not_found(name: &str, namespace: &str) -> GatewayError {
         name: name.to_owned(),
         namespace: namespace.to_owned(),
     }
-}
-
-/// Every ready address of an Endpoints object, at its `http` port (else its first).
-fn ready_addresses(endpoints: &Endpoints) -> Vec<SocketAddr> {
-    let mut out = Vec::new();
-    for subset in endpoints.subsets.iter().flatten() {
-        let ports = subset.ports.as_deref().unwrap_or_default();
-        let port = ports
-            .iter()
-            .find(|p| p.name.as_deref() == Some("http"))
-            .or(ports.first())
-            .map_or(objects::WATCHDOG_PORT, |p| p.port);
-        let Ok(port) = u16::try_from(port) else {
-            continue;
-        };
-        for address in subset.addresses.iter().flatten() {
-            if let Ok(ip) = address.ip.parse::<IpAddr>() {
-                out.push(SocketAddr::new(ip, port));
-            }
-        }
-    }
-    out
 }
 
 /// An object's resourceVersion as a number (etcd's revision; 0 when absent or opaque).
@@ -369,7 +302,7 @@ impl Provider for KubernetesProvider {
             .deployments
             .state()
             .iter()
-            .filter_map(|d| objects::status(d))
+            .filter_map(|d| status::status(d))
             .collect();
         functions.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(functions)
@@ -377,7 +310,7 @@ impl Provider for KubernetesProvider {
 
     async fn status(&self, name: &str, namespace: &str) -> Result<FunctionStatus, GatewayError> {
         let deployment = self.cached(name, namespace).await?;
-        objects::status(&deployment).ok_or_else(|| not_found(name, namespace))
+        status::status(&deployment).ok_or_else(|| not_found(name, namespace))
     }
 
     async fn scale(&self, name: &str, namespace: &str, replicas: u64) -> Result<(), GatewayError> {
@@ -395,7 +328,7 @@ impl Provider for KubernetesProvider {
         }
         tracing::info!(function = %name, namespace, replicas, "scaled");
         self.settle(name, namespace, |d| {
-            d.is_some_and(|d| objects::desired_replicas(d) == replicas)
+            d.is_some_and(|d| status::desired_replicas(d) == replicas)
         })
         .await;
         Ok(())
@@ -452,44 +385,6 @@ impl Provider for KubernetesProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset};
-
-    #[test]
-    fn ready_addresses_use_the_http_port() {
-        let endpoints = Endpoints {
-            subsets: Some(vec![EndpointSubset {
-                addresses: Some(vec![
-                    EndpointAddress {
-                        ip: "10.0.0.7".into(),
-                        ..Default::default()
-                    },
-                    EndpointAddress {
-                        ip: "not an ip".into(),
-                        ..Default::default()
-                    },
-                ]),
-                not_ready_addresses: Some(vec![EndpointAddress {
-                    ip: "10.0.0.8".into(),
-                    ..Default::default()
-                }]),
-                ports: Some(vec![
-                    EndpointPort {
-                        name: Some("metrics".into()),
-                        port: 8081,
-                        ..Default::default()
-                    },
-                    EndpointPort {
-                        name: Some("http".into()),
-                        port: 8080,
-                        ..Default::default()
-                    },
-                ]),
-            }]),
-            ..Default::default()
-        };
-        let addrs = ready_addresses(&endpoints);
-        assert_eq!(addrs, vec!["10.0.0.7:8080".parse().expect("addr")]);
-    }
 
     #[test]
     fn new_functions_start_at_their_minimum() {

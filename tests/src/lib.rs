@@ -4,7 +4,7 @@
 //! and the Kubernetes control plane.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub use tributary_connector_sdk::test_util::{
@@ -23,6 +23,37 @@ pub mod sdk {
     pub use tributary_connector_sdk::test_util::{
         AckEvent, ChannelSource, Feed, TestAck, channel_source, test_config,
     };
+}
+
+/// Runs faas-cli with its config in `home`, against `gateway`.
+pub fn faas_cli(cli: &Path, home: &Path, gateway: &str, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(cli)
+        .args(args)
+        .args(["--gateway", gateway])
+        .env("HOME", home)
+        .env_remove("OPENFAAS_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run faas-cli");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("run faas-cli")
+        .write_all(stdin.as_bytes())
+        .expect("run faas-cli");
+    child.wait_with_output().expect("run faas-cli")
+}
+
+/// A command's stdout and stderr, as text.
+pub fn output_text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// The workspace root.

@@ -176,13 +176,7 @@ async fn the_gateway_chart_rbac_is_enough_and_no_more() {
         .unwrap();
     assert_eq!(r.status(), 201);
     // Logs: the rights are there; only the hollow kubelet cannot serve them.
-    let r = gw
-        .http
-        .get(gw.url("/system/logs?name=f&tail=1"))
-        .send()
-        .await
-        .unwrap();
-    let text = r.text().await.unwrap();
+    let (_, text) = gw.get_text("/system/logs?name=f&tail=1").await;
     assert!(!text.contains("forbidden"), "{text}");
     assert_eq!(gw.remove("f").await.status(), 202);
     let refused = format!("in namespace \"{fns}\" failed; retrying");

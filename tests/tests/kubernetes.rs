@@ -399,14 +399,8 @@ async fn namespaces_logs_and_the_connector_topic_map() {
     // Pod logs: kubemark serves its kubelet over plain HTTP and the API server asks over
     // HTTPS, so the hollow node's logs cannot be read; the failure names what failed.
     gw.wait_available("c", 1).await;
-    let r = gw
-        .http
-        .get(gw.url("/system/logs?name=c&tail=5"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 500);
-    let text = r.text().await.unwrap();
+    let (status, text) = gw.get_text("/system/logs?name=c&tail=5").await;
+    assert_eq!(status, 500);
     assert!(
         text.contains(&format!("get pods/log in namespace \"{ns}\" failed")),
         "{text}"

@@ -82,30 +82,8 @@ async fn faas_cli_manages_functions_on_the_kubernetes_provider() {
     let home = tempfile::tempdir().unwrap();
     let password = gw.credentials().unwrap().password.clone();
     let run = |args: &[&str], stdin: &str| {
-        use std::io::Write;
-        let mut child = std::process::Command::new(&cli)
-            .args(args)
-            .args(["--gateway", &gw.base])
-            .env("HOME", home.path())
-            .env_remove("OPENFAAS_URL")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        let out = tributary_tests::faas_cli(&cli, home.path(), &gw.base, args, stdin);
+        (out.status.success(), tributary_tests::output_text(&out))
     };
     let (ok, text) = run(
         &["login", "--username", "admin", "--password-stdin"],
@@ -244,14 +222,8 @@ async fn an_unreachable_api_server_is_reported_then_reconnected() {
         text.contains("could not be reached") && text.contains(&format!("namespace \"{ns}\"")),
         "{text}"
     );
-    let r = gw
-        .http
-        .get(gw.url("/system/functions"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 500);
-    let text = r.text().await.unwrap();
+    let (status, text) = gw.get_text("/system/functions").await;
+    assert_eq!(status, 500);
     assert!(
         text.contains(&format!("list deployments in namespace \"{ns}\" failed")),
         "{text}"

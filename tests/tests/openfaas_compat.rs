@@ -4,41 +4,10 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use tributary_tests::{GatewayProcess, openfaas_program, spawn_logged};
-
-/// Runs faas-cli with its config in `home`, against `gateway`.
-fn faas_cli(cli: &Path, home: &Path, gateway: &str, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(cli)
-        .args(args)
-        .args(["--gateway", gateway])
-        .env("HOME", home)
-        .env_remove("OPENFAAS_URL")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use tributary_tests::{GatewayProcess, faas_cli, openfaas_program, output_text, spawn_logged};
 
 #[tokio::test]
 async fn faas_cli_logs_in_manages_secrets_deploys_with_one_and_reads_logs() {
@@ -52,13 +21,13 @@ async fn faas_cli_logs_in_manages_secrets_deploys_with_one_and_reads_logs() {
 
     // Without logging in, faas-cli is refused.
     let out = run(&["secret", "list"], "");
-    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!out.status.success(), "{}", output_text(&out));
 
     let out = run(
         &["login", "--username", "admin", "--password-stdin"],
         &password,
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let out = run(
         &["login", "--username", "admin", "--password-stdin"],
         "wrong",
@@ -66,28 +35,32 @@ async fn faas_cli_logs_in_manages_secrets_deploys_with_one_and_reads_logs() {
     assert!(
         !out.status.success(),
         "a wrong password fails: {}",
-        text(&out)
+        output_text(&out)
     );
     let out = run(
         &["login", "--username", "admin", "--password-stdin"],
         &password,
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
 
     let out = run(&["secret", "create", "db", "--from-literal", "pw1"], "");
     assert!(
-        out.status.success() && text(&out).contains("201"),
+        out.status.success() && output_text(&out).contains("201"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     let out = run(&["secret", "create", "db", "--from-literal", "x"], "");
-    assert!(text(&out).contains("already exists"), "{}", text(&out));
+    assert!(
+        output_text(&out).contains("already exists"),
+        "{}",
+        output_text(&out)
+    );
     let out = run(&["secret", "update", "db", "--from-literal", "pw2"], "");
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let out = run(&["secret", "create", "api"], "from stdin\n");
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let out = run(&["secret", "list"], "");
-    let listed = text(&out);
+    let listed = output_text(&out);
     assert!(listed.contains("db") && listed.contains("api"), "{listed}");
 
     let out = run(
@@ -107,9 +80,9 @@ async fn faas_cli_logs_in_manages_secrets_deploys_with_one_and_reads_logs() {
     assert!(
         !out.status.success(),
         "a missing secret is refused: {}",
-        text(&out)
+        output_text(&out)
     );
-    assert!(text(&out).contains("nope"), "{}", text(&out));
+    assert!(output_text(&out).contains("nope"), "{}", output_text(&out));
 
     let out = run(
         &[
@@ -125,20 +98,20 @@ async fn faas_cli_logs_in_manages_secrets_deploys_with_one_and_reads_logs() {
         ],
         "",
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let out = run(&["invoke", "reader"], "faas-cli");
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "pw2");
 
     let out = run(&["logs", "reader", "--tail=false"], "");
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("read by faas-cli"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     let out = run(&["invoke", "reader"], "again");
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let out = run(
         &[
             "logs",
@@ -150,17 +123,17 @@ async fn faas_cli_logs_in_manages_secrets_deploys_with_one_and_reads_logs() {
         "",
     );
     let json = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(json.lines().count(), 1, "{}", text(&out));
+    assert_eq!(json.lines().count(), 1, "{}", output_text(&out));
     assert!(
         json.contains("read by again") && json.contains("\"instance\""),
         "{json}"
     );
 
     let out = run(&["secret", "remove", "db"], "");
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let out = run(&["secret", "remove", "db"], "");
-    assert!(!out.status.success(), "{}", text(&out));
-    let listed = text(&run(&["secret", "list"], ""));
+    assert!(!out.status.success(), "{}", output_text(&out));
+    let listed = output_text(&run(&["secret", "list"], ""));
     assert!(!listed.contains("db") && listed.contains("api"), "{listed}");
 }
 

@@ -250,6 +250,18 @@ impl GatewayProcess {
             .as_u16()
     }
 
+    /// `GET path`, returning the status code and the body.
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET request");
+        let status = r.status().as_u16();
+        (status, r.text().await.expect("read the body"))
+    }
+
     /// `POST /system/functions` with a JSON deployment.
     pub async fn deploy(&self, deployment: Value) -> reqwest::Response {
         self.http

@@ -76,6 +76,22 @@ pub trait Provider: Send + Sync + 'static {
     async fn shutdown(&self);
 }
 
+/// What a provider reports in `/system/info`: its name and orchestration, this build's version.
+pub(crate) fn provider_info(provider: &str, orchestration: &str) -> ProviderInfo {
+    ProviderInfo {
+        provider: provider.to_owned(),
+        orchestration: orchestration.to_owned(),
+        version: crate::model::VersionInfo {
+            release: env!("CARGO_PKG_VERSION").to_owned(),
+            // Set by release builds (`TRIBUTARY_GIT_SHA=$(git rev-parse HEAD) cargo build`).
+            sha: option_env!("TRIBUTARY_GIT_SHA")
+                .unwrap_or_default()
+                .to_owned(),
+            commit_message: None,
+        },
+    }
+}
+
 /// What `/system/logs` asks for (faas-provider's `logs.Request`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogQuery {

@@ -29,9 +29,7 @@ use self::error::{api_error, api_status};
 use super::{LogQuery, LogStream, Provider};
 use crate::config::GatewayConfig;
 use crate::error::GatewayError;
-use crate::model::{
-    FunctionDeployment, FunctionStatus, ProviderInfo, SCALE_MIN_LABEL, Secret, VersionInfo,
-};
+use crate::model::{FunctionDeployment, FunctionStatus, ProviderInfo, SCALE_MIN_LABEL, Secret};
 use crate::proxy::HttpProxy;
 
 /// How long a write waits to see itself in the cache, so a read right after it agrees.
@@ -187,17 +185,7 @@ fn initial_replicas(d: &FunctionDeployment) -> i32 {
 #[async_trait]
 impl Provider for KubernetesProvider {
     fn info(&self) -> ProviderInfo {
-        ProviderInfo {
-            provider: "tributary-kubernetes".to_owned(),
-            orchestration: "kubernetes".to_owned(),
-            version: VersionInfo {
-                release: env!("CARGO_PKG_VERSION").to_owned(),
-                sha: option_env!("TRIBUTARY_GIT_SHA")
-                    .unwrap_or_default()
-                    .to_owned(),
-                commit_message: None,
-            },
-        }
+        super::provider_info("tributary-kubernetes", "kubernetes")
     }
 
     fn has_function(&self, name: &str, namespace: &str) -> bool {

@@ -37,9 +37,7 @@ use self::secrets::SecretStore;
 use super::{LogQuery, LogStream, Provider};
 use crate::config::GatewayConfig;
 use crate::error::GatewayError;
-use crate::model::{
-    FunctionDeployment, FunctionStatus, ProviderInfo, SCALE_MIN_LABEL, Secret, VersionInfo,
-};
+use crate::model::{FunctionDeployment, FunctionStatus, ProviderInfo, SCALE_MIN_LABEL, Secret};
 use crate::proxy::HttpProxy;
 use crate::state::StateDir;
 
@@ -171,16 +169,7 @@ impl LocalProvider {
 #[async_trait]
 impl Provider for LocalProvider {
     fn info(&self) -> ProviderInfo {
-        ProviderInfo {
-            provider: "tributary-local".into(),
-            orchestration: "process".into(),
-            version: VersionInfo {
-                release: env!("CARGO_PKG_VERSION").into(),
-                // Set by release builds (`TRIBUTARY_GIT_SHA=$(git rev-parse HEAD) cargo build`).
-                sha: option_env!("TRIBUTARY_GIT_SHA").unwrap_or_default().into(),
-                commit_message: None,
-            },
-        }
+        super::provider_info("tributary-local", "process")
     }
 
     fn has_function(&self, name: &str, namespace: &str) -> bool {

@@ -48,6 +48,9 @@ pub struct GatewayConfig {
     /// scales above it get 400.
     #[arg(long, env = "max_replicas", default_value = "20", value_parser = parse_replicas)]
     pub max_replicas: u64,
+    /// The autoscaler.
+    #[command(flatten)]
+    pub autoscaler: crate::autoscaler::AutoscalerConfig,
     /// Hosts `X-Callback-Url` may name (comma-separated `host`, `*.domain`, `host:port`; `*`
     /// or empty: any, as OpenFaaS); other callbacks get 400.
     #[arg(long, env = "callback_allow", default_value = "*")]

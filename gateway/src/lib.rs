@@ -24,6 +24,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod autoscaler;
 pub mod callback;
 pub mod config;
 pub mod error;
@@ -114,6 +115,15 @@ impl Gateway {
     ) -> std::io::Result<()> {
         let router = self.router();
         let addr = listener.local_addr()?;
+        if self.config.autoscaler.enabled {
+            let scaler = autoscaler::Autoscaler::new(
+                self.provider.clone(),
+                self.metrics.clone(),
+                self.config.autoscaler.clone(),
+                self.config.max_replicas,
+            );
+            tokio::spawn(scaler.run(cancel.child_token()));
+        }
         tracing::info!(
             %addr,
             provider = %self.provider.info().provider,

@@ -20,6 +20,9 @@ pub struct Metrics {
     inflight: IntGaugeVec,
     service_count: IntGaugeVec,
     queue_depth: IntGauge,
+    scaler_desired: IntGaugeVec,
+    scaler_current: IntGaugeVec,
+    scaler_decisions: IntCounterVec,
     handles: Arc<RwLock<HashMap<String, Arc<FunctionHandles>>>>,
 }
 
@@ -149,6 +152,27 @@ impl Metrics {
                     "Asynchronous requests waiting or in flight",
                 )
                 .expect(fresh),
+            scaler_desired: r
+                .int_gauge_vec(
+                    "gateway_autoscaler_desired_replicas",
+                    "Replicas the autoscaler wants per function",
+                    &["function_name"],
+                )
+                .expect(fresh),
+            scaler_current: r
+                .int_gauge_vec(
+                    "gateway_autoscaler_current_replicas",
+                    "Replicas each autoscaled function has",
+                    &["function_name"],
+                )
+                .expect(fresh),
+            scaler_decisions: r
+                .counter_vec(
+                    "gateway_autoscaler_decisions_total",
+                    "Replica changes by function and reason (scale_up, scale_down, to_zero, alert_firing, alert_resolved)",
+                    &["function_name", "reason"],
+                )
+                .expect(fresh),
             handles: Arc::default(),
             registry,
         }
@@ -189,6 +213,17 @@ impl Metrics {
         }
     }
 
+    /// Invocations of `function_name` started so far and in flight now (`None`: never called).
+    pub fn load(&self, function_name: &str) -> Option<(u64, i64)> {
+        let handles = self
+            .handles
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(function_name)
+            .cloned()?;
+        Some((handles.started.get(), handles.inflight.get()))
+    }
+
     /// Total invocations of `function_name` over all status codes.
     pub fn invocation_count(&self, function_name: &str) -> f64 {
         self.invocation_total
@@ -219,6 +254,24 @@ impl Metrics {
     pub fn set_queue_depth(&self, depth: u64) {
         self.queue_depth
             .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// Records the autoscaler's view of a function: its replicas and the count it wants.
+    pub fn set_scaling(&self, function_name: &str, current: u64, desired: u64) {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.scaler_current
+            .with_label_values(&[function_name])
+            .set(n(current));
+        self.scaler_desired
+            .with_label_values(&[function_name])
+            .set(n(desired));
+    }
+
+    /// Counts a replica change of a function and why it was made.
+    pub fn scaled(&self, function_name: &str, reason: &str) {
+        self.scaler_decisions
+            .with_label_values(&[function_name, reason])
+            .inc();
     }
 
     /// The registry, for components that add their own metrics.

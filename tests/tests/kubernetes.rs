@@ -407,3 +407,51 @@ async fn namespaces_logs_and_the_connector_topic_map() {
     );
     assert_eq!(gw.get_code("/system/logs?name=ghost").await, 404);
 }
+
+#[tokio::test]
+async fn the_autoscaler_scales_deployments_through_the_provider() {
+    let k = cluster();
+    let ns = k.namespace("autoscale").await;
+    let gw = k
+        .gateway(
+            &ns,
+            GatewayOptions::default().env("autoscaler_interval", "500ms"),
+        )
+        .await;
+    gw.deploy_ok(json!({
+        "service": "idle", "image": "x",
+        "labels": {"com.openfaas.scale.zero": "true", "com.openfaas.scale.zero-duration": "1s"}
+    }))
+    .await;
+    gw.deploy_ok(
+        json!({"service": "alerted", "image": "x", "labels": {"com.openfaas.scale.max": "10"}}),
+    )
+    .await;
+    // Idle: the Deployment goes to zero.
+    eventually(
+        Duration::from_secs(10),
+        "the idle Deployment at 0 replicas",
+        || async {
+            deployment(&ns, "idle")
+                .await
+                .is_some_and(|d| d.spec.replicas == Some(0))
+        },
+    )
+    .await;
+    gw.wait_available("idle", 0).await;
+    // An Alertmanager webhook: + 20 % of 10, through the scale subresource.
+    let r = gw
+        .http
+        .post(gw.url("/system/alert"))
+        .json(&json!({"status": "firing", "alerts": [{"status": "firing",
+            "labels": {"alertname": "APIHighRequestRate", "function_name": format!("alerted.{ns}")}}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(
+        deployment(&ns, "alerted").await.unwrap().spec.replicas,
+        Some(3)
+    );
+    gw.wait_available("alerted", 3).await;
+}

@@ -40,5 +40,8 @@
   "image_pull_policy" $f.imagePullPolicy
   "set_nonroot_user" $f.setNonRootUser
   "queue_worker" (not $v.nats.external.enabled)
+  "autoscaler" $v.autoscaler.enabled
+  "autoscaler_interval" $v.autoscaler.interval
+  "scale_down_window" $v.autoscaler.scaleDownWindow
   | merge (include "tributary.queueSettings" . | fromJson) | toJson -}}
 {{- end }}

@@ -1,6 +1,7 @@
 //! The OpenFaaS REST API: `/system/*` ([`system`]), `/function/*` and `/async-function/*`
 //! ([`invoke`]), `/system/secrets` ([`secrets`]), `/system/logs` ([`logs`]), `/healthz`, `/metrics`.
 
+mod alert;
 mod invoke;
 mod logs;
 mod secrets;
@@ -61,6 +62,7 @@ pub(crate) fn router(state: Arc<AppState>, credentials: Option<Arc<Credentials>>
                 .delete(secrets::delete),
         )
         .route("/system/logs", get(logs::logs))
+        .route("/system/alert", post(alert::alert))
         .route("/system/async-dead-letters", get(system::dead_letters));
     if let Some(credentials) = credentials {
         system = system.layer(axum::middleware::from_fn_with_state(

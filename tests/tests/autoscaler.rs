@@ -1,0 +1,328 @@
+//! The autoscaler against `tributary up` with real, bounded load: `capacity` and `rps` scale a
+//! function up and back to its minimum after the window, an idle function with
+//! `com.openfaas.scale.zero` goes to zero and cold sync and async calls are held and answered,
+//! and Alertmanager webhooks on `/system/alert` scale as OpenFaaS CE does.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tributary_tests::{CallbackServer, GatewayOptions, GatewayProcess, eventually, metric_value};
+
+/// A stack of echo functions (`tributary echo`, one process per replica) with these labels.
+fn stack(dir: &std::path::Path, functions: &[(&str, &[(&str, &str)])]) -> PathBuf {
+    let mut text = String::from("functions:\n");
+    for (name, labels) in functions {
+        text.push_str(&format!(
+            "  {name}:\n    fprocess: tributary echo\n    environment:\n      mode: http\n    labels:\n"
+        ));
+        for (k, v) in *labels {
+            text.push_str(&format!("      {k}: \"{v}\"\n"));
+        }
+    }
+    let path = dir.join("stack.yml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn up(stack: PathBuf) -> GatewayProcess {
+    GatewayProcess::start_with(
+        GatewayOptions::default()
+            .stack(stack)
+            .arg("--no-cron")
+            .env("autoscaler_interval", "500ms"),
+    )
+    .await
+}
+
+async fn replicas(gw: &GatewayProcess, name: &str) -> u64 {
+    gw.client
+        .function(name, None)
+        .await
+        .map_or(u64::MAX, |f| f.replicas)
+}
+
+/// Calls `name` from `workers` loops, each waiting `pause` between calls whose answer takes
+/// `sleep_ms`, until stopped; counts the calls that did not answer 200.
+struct Load {
+    stop: Arc<AtomicBool>,
+    failed: Arc<AtomicUsize>,
+    done: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(
+        gw: &GatewayProcess,
+        name: &str,
+        workers: usize,
+        sleep_ms: u64,
+        pause: Duration,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicUsize::new(0));
+        let tasks = (0..workers)
+            .map(|_| {
+                let (http, url) = (gw.http.clone(), gw.url(&format!("/function/{name}")));
+                let (stop, failed, done) = (stop.clone(), failed.clone(), done.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let r = http
+                            .post(&url)
+                            .header("X-Echo-Sleep-Ms", sleep_ms.to_string())
+                            .body("load")
+                            .send()
+                            .await;
+                        if !r.is_ok_and(|r| r.status() == 200) {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        done.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(pause).await;
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            failed,
+            done,
+            tasks,
+        }
+    }
+
+    /// Stops the load; returns (calls made, calls failed).
+    async fn stop(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        (
+            self.done.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_scales_with_calls_in_flight_and_back_after_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = up(stack(
+        dir.path(),
+        &[(
+            "cap",
+            &[
+                ("com.openfaas.scale.type", "capacity"),
+                ("com.openfaas.scale.target", "5"),
+                ("com.openfaas.scale.target-proportion", "1.0"),
+                ("com.openfaas.scale.max", "10"),
+                ("com.openfaas.scale.down.window", "3s"),
+            ],
+        )],
+    ))
+    .await;
+    assert_eq!(replicas(&gw, "cap").await, 1);
+    // 20 slow calls in flight at all times: 20 / 5 → 4 replicas.
+    let started = Instant::now();
+    let load = Load::start(&gw, "cap", 20, 1000, Duration::ZERO);
+    eventually(
+        Duration::from_secs(15),
+        "cap to reach 4 replicas",
+        || async { replicas(&gw, "cap").await == 4 },
+    )
+    .await;
+    println!(
+        "capacity: 4 replicas {:?} after the load started",
+        started.elapsed()
+    );
+    gw.wait_available("cap", 4).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(replicas(&gw, "cap").await, 4, "steady under steady load");
+    // The window counts from the last tick that still saw the load, at or after this.
+    let stopped = Instant::now();
+    let (calls, failed) = load.stop().await;
+    assert_eq!(failed, 0, "of {calls} calls");
+    eventually(
+        Duration::from_secs(15),
+        "cap back to its minimum",
+        || async { replicas(&gw, "cap").await == 1 },
+    )
+    .await;
+    let back = stopped.elapsed();
+    println!("capacity: back to 1 replica {back:?} after the load stopped (window 3s)");
+    assert!(
+        back >= Duration::from_secs(3),
+        "not before the window: {back:?}"
+    );
+    let metrics = gw.metrics().await;
+    assert!(
+        metric_value(
+            &metrics,
+            "gateway_autoscaler_decisions_total{function_name=\"cap.openfaas-fn\",reason=\"scale_up\"}"
+        ) >= 1.0,
+        "{metrics}"
+    );
+    assert!(gw.logs().contains("autoscaler: scaling"), "{}", gw.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rps_scales_with_the_request_rate_and_back_after_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = up(stack(
+        dir.path(),
+        &[(
+            "rate",
+            &[
+                ("com.openfaas.scale.type", "rps"),
+                ("com.openfaas.scale.target", "10"),
+                ("com.openfaas.scale.target-proportion", "1.0"),
+                ("com.openfaas.scale.down.window", "3s"),
+            ],
+        )],
+    ))
+    .await;
+    // About 35 requests per second (5 loops, one call each 140 ms): 35 / 10 → 4 replicas.
+    let started = Instant::now();
+    let load = Load::start(&gw, "rate", 5, 0, Duration::from_millis(140));
+    eventually(
+        Duration::from_secs(15),
+        "rate to reach 4 replicas",
+        || async { replicas(&gw, "rate").await == 4 },
+    )
+    .await;
+    println!(
+        "rps: 4 replicas {:?} after the load started",
+        started.elapsed()
+    );
+    let (calls, failed) = load.stop().await;
+    assert_eq!(failed, 0, "of {calls} calls");
+    let rate = calls as f64 / started.elapsed().as_secs_f64();
+    assert!((28.0..=42.0).contains(&rate), "the load was {rate:.1} rps");
+    eventually(
+        Duration::from_secs(15),
+        "rate back to its minimum",
+        || async { replicas(&gw, "rate").await == 1 },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_functions_go_to_zero_and_cold_calls_are_held_and_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = up(stack(
+        dir.path(),
+        &[(
+            "sleepy",
+            &[
+                ("com.openfaas.scale.zero", "true"),
+                ("com.openfaas.scale.zero-duration", "2s"),
+            ],
+        )],
+    ))
+    .await;
+    let warm = Instant::now();
+    assert_eq!(gw.invoke("sleepy", "warm").await.status(), 200);
+    let warm = warm.elapsed();
+    eventually(Duration::from_secs(10), "sleepy to go to zero", || async {
+        replicas(&gw, "sleepy").await == 0
+    })
+    .await;
+    gw.wait_available("sleepy", 0).await;
+
+    // A cold sync call: held until a replica is up, then answered.
+    let cold = Instant::now();
+    let r = gw.invoke("sleepy", "cold").await;
+    let cold = cold.elapsed();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "cold");
+    println!("cold sync call {cold:?}, warm call {warm:?}");
+    assert_eq!(replicas(&gw, "sleepy").await, 1);
+
+    // Idle again, then a cold async call: delivered to its callback.
+    eventually(
+        Duration::from_secs(10),
+        "sleepy to go to zero again",
+        || async { replicas(&gw, "sleepy").await == 0 },
+    )
+    .await;
+    gw.wait_available("sleepy", 0).await;
+    let callback = CallbackServer::start(0).await;
+    let r = gw
+        .http
+        .post(gw.url("/async-function/sleepy"))
+        .header("X-Callback-Url", &callback.url)
+        .body("cold async")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let got = callback.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].body, b"cold async");
+    assert_eq!(
+        got[0].headers.get("x-function-status").map(String::as_str),
+        Some("200")
+    );
+    let metrics = gw.metrics().await;
+    assert!(
+        metric_value(
+            &metrics,
+            "gateway_autoscaler_decisions_total{function_name=\"sleepy.openfaas-fn\",reason=\"to_zero\"}"
+        ) >= 2.0,
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn alertmanager_webhooks_scale_as_openfaas_ce() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = up(stack(
+        dir.path(),
+        &[(
+            "alerted",
+            &[
+                ("com.openfaas.scale.max", "10"),
+                ("com.openfaas.scale.factor", "20"),
+            ],
+        )],
+    ))
+    .await;
+    let hook = |status: &str| {
+        json!({
+            "receiver": "scale-up", "status": status,
+            "alerts": [{"status": status, "labels": {
+                "alertname": "APIHighRequestRate", "function_name": "alerted", "service": "gateway"
+            }}]
+        })
+    };
+    let send = |body: serde_json::Value| {
+        let r = gw.http.post(gw.url("/system/alert")).json(&body);
+        async move { r.send().await.unwrap() }
+    };
+    // Firing: + 20 % of 10 = 2 replicas per alert, up to the maximum.
+    assert_eq!(send(hook("firing")).await.status(), 200);
+    assert_eq!(replicas(&gw, "alerted").await, 3);
+    assert_eq!(send(hook("firing")).await.status(), 200);
+    assert_eq!(replicas(&gw, "alerted").await, 5);
+    assert_eq!(send(hook("resolved")).await.status(), 200);
+    assert_eq!(replicas(&gw, "alerted").await, 1);
+    // Alerts need the gateway's credentials, and a bad body is a 400.
+    let anonymous = reqwest::Client::new()
+        .post(gw.url("/system/alert"))
+        .json(&hook("firing"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let r = gw
+        .http
+        .post(gw.url("/system/alert"))
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}

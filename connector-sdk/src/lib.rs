@@ -48,6 +48,7 @@ pub mod ack;
 pub mod config;
 mod dispatch;
 pub mod invoker;
+pub mod lag;
 pub mod message;
 pub mod metrics;
 pub mod runtime;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
-use tributary_core::client::ClientError;
+use tributary_core::client::{ClientError, GatewayClient};
 
 use crate::config::{ConfigError, ControllerConfig};
 use crate::dispatch::{Dispatcher, Shared};
@@ -17,6 +17,8 @@ use crate::source::{Source, SourceContext, SourceError};
 use crate::topic_map::TopicMapSync;
 
 /// How long a source gets to return after shutdown starts.
+/// How long a lag report may take.
+const LAG_TIMEOUT: Duration = Duration::from_secs(5);
 const SOURCE_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Errors that stop a connector.
@@ -166,6 +168,17 @@ impl Connector {
             tokio::spawn(async move { sync.run(stop).await })
         };
 
+        let lag = crate::lag::LagFigures::default();
+        tokio::spawn(lag.clone().report(
+            GatewayClient::new(&config.gateway_url, config.client_auth(), LAG_TIMEOUT)?,
+            // Each replica reports its own share (e.g. its partitions): tell them apart.
+            format!(
+                "{name}@{}/{}",
+                std::env::var("HOSTNAME").unwrap_or_default(),
+                std::process::id()
+            ),
+            stop.clone(),
+        ));
         let source_cancel = cancel.child_token();
         let (tx, rx) = mpsc::channel(config.max_inflight);
         let ctx = SourceContext {
@@ -174,6 +187,7 @@ impl Connector {
             topics: sync.subscribe(),
             cancel: source_cancel.clone(),
             registry: self.metrics.registry().clone(),
+            lag: lag.clone(),
         };
         let mut source_task = tokio::spawn(source.run(ctx));
         tracing::info!(connector = %name, topics = ?sync.topic_map().topics(), "connector running");

@@ -105,6 +105,7 @@ pub struct SourceContext {
     pub(crate) topics: watch::Receiver<Arc<TopicMap>>,
     pub(crate) cancel: CancellationToken,
     pub(crate) registry: prometheus::Registry,
+    pub(crate) lag: crate::lag::LagFigures,
 }
 
 impl SourceContext {
@@ -146,6 +147,18 @@ impl SourceContext {
             permit = self.permits.acquire() => permit.map(drop).map_err(|_| Closed),
             _ = self.cancel.cancelled() => Err(Closed),
         }
+    }
+
+    /// Tells the gateway's autoscaler how many messages wait on `topic` (Kafka consumer lag,
+    /// SQS messages visible, JetStream pending); the latest figure is sent every few seconds.
+    pub fn report_lag(&self, topic: &str, waiting: u64) {
+        self.lag.set(topic, waiting);
+    }
+
+    /// A handle for reporting lag from another thread or callback (the same figures as
+    /// [`Self::report_lag`]).
+    pub fn lag_figures(&self) -> crate::lag::LagFigures {
+        self.lag.clone()
     }
 
     /// Topics some function subscribes to now.

@@ -276,6 +276,12 @@ impl GatewayClient {
         .await
     }
 
+    /// `POST /system/lag`: the messages waiting on a connector's topics.
+    pub async fn report_lag(&self, report: &crate::model::LagReport) -> Result<(), ClientError> {
+        self.send_json(reqwest::Method::POST, "/system/lag", report)
+            .await
+    }
+
     async fn send_json(
         &self,
         method: reqwest::Method,

@@ -18,6 +18,17 @@ pub const SCALE_MIN_LABEL: &str = "com.openfaas.scale.min";
 /// The label with a function's maximum replica count.
 pub const SCALE_MAX_LABEL: &str = "com.openfaas.scale.max";
 
+/// A connector's report of the messages waiting on its topics (`POST /system/lag`): Kafka
+/// consumer lag, SQS messages visible, JetStream pending. The gateway's autoscaler scales the
+/// functions subscribed to those topics on it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LagReport {
+    /// Which connector (its kind and instance, e.g. `kafka` or `kafka-7f3a`).
+    pub connector: String,
+    /// Messages waiting per topic.
+    pub topics: BTreeMap<String, u64>,
+}
+
 /// Memory and CPU figures for a function (`limits` / `requests`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FunctionResources {

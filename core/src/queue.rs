@@ -92,6 +92,13 @@ pub trait AsyncQueue: Send + Sync + 'static {
     async fn enqueue(&self, request: QueuedRequest) -> Result<(), QueueError>;
     /// Requests waiting or in flight.
     async fn depth(&self) -> Result<u64, QueueError>;
+    /// Requests waiting or in flight per function (`name.namespace`), for the autoscaler;
+    /// backends that cannot count them so return nothing.
+    async fn depth_by_function(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, u64>, QueueError> {
+        Ok(std::collections::BTreeMap::new())
+    }
     /// The newest dead letters, at most `limit`.
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterRecord>, QueueError>;
 }

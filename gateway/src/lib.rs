@@ -58,6 +58,7 @@ pub struct Gateway {
     metrics: Metrics,
     credentials: Option<Arc<Credentials>>,
     queue: Option<Arc<dyn AsyncQueue>>,
+    lag: autoscaler::lag::LagReports,
 }
 
 impl Gateway {
@@ -74,6 +75,7 @@ impl Gateway {
             metrics: Metrics::new(),
             credentials: credentials.map(Arc::new),
             queue: None,
+            lag: autoscaler::lag::LagReports::default(),
         }
     }
 
@@ -103,6 +105,7 @@ impl Gateway {
             function_namespace: self.config.function_namespace.clone(),
             callback_allow: self.config.callback_allow.clone(),
             queue: self.queue.clone(),
+            lag: self.lag.clone(),
         });
         api::router(state, self.credentials.clone())
     }
@@ -121,6 +124,8 @@ impl Gateway {
                 self.metrics.clone(),
                 self.config.autoscaler.clone(),
                 self.config.max_replicas,
+                self.lag.clone(),
+                self.queue.clone(),
             );
             tokio::spawn(scaler.run(cancel.child_token()));
         }

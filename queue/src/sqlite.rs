@@ -241,6 +241,21 @@ impl AsyncQueue for SqliteQueue {
             .map(|n| u64::try_from(n).unwrap_or(0))
     }
 
+    async fn depth_by_function(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, u64>, QueueError> {
+        self.db
+            .run("cannot count the requests per function", |conn| {
+                let mut stmt = conn.prepare(
+                    "SELECT json_extract(meta, '$.function') || '.' || json_extract(meta, '$.namespace'), COUNT(*) FROM requests GROUP BY 1",
+                )?;
+                let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+                rows.map(|r| r.map(|(f, n)| (f, u64::try_from(n).unwrap_or(0))))
+                    .collect::<rusqlite::Result<std::collections::BTreeMap<_, _>>>()
+            })
+            .await
+    }
+
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterRecord>, QueueError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self

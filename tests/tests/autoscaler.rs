@@ -326,3 +326,161 @@ async fn alertmanager_webhooks_scale_as_openfaas_ce() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+/// Kafka lag drives replicas: the connector reports its consumer lag to the gateway, which
+/// scales the functions subscribed to the topic (type `queue`), wakes a function at zero
+/// before its first delivery, and a cold delivery is held and answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_lag_scales_the_subscribed_functions() {
+    let kafka = tributary_tests::kafka::KafkaBroker::start();
+    kafka.create_topic("orders", 1);
+    kafka.create_topic("wakeup", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let stack = dir.path().join("stack.yml");
+    std::fs::write(
+        &stack,
+        "functions:
+  worker:
+    fprocess: sh -c 'sleep 0.1; cat'
+    labels:
+      com.openfaas.scale.type: queue
+      com.openfaas.scale.target: \"10\"
+      com.openfaas.scale.target-proportion: \"1.0\"
+      com.openfaas.scale.max: \"5\"
+      com.openfaas.scale.down.window: 3s
+    annotations:
+      topic: orders
+  sleeper:
+    fprocess: cat
+    labels:
+      com.openfaas.scale.zero: \"true\"
+      com.openfaas.scale.zero-duration: 2s
+    annotations:
+      topic: wakeup
+",
+    )
+    .unwrap();
+    let gw = up(stack).await;
+    let base = kafka.connector_env();
+    let mut env: Vec<(&str, &str)> = base.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.extend([
+        ("topics", "orders,wakeup"),
+        ("max_inflight", "1"),
+        ("rebuild_interval", "500ms"),
+    ]);
+    let connector = tributary_tests::ConnectorProcess::start("kafka", &gw, &env);
+    connector
+        .wait_for_log("partitions assigned", Duration::from_secs(60))
+        .await;
+    eventually(Duration::from_secs(15), "sleeper to go to zero", || async {
+        replicas(&gw, "sleeper").await == 0
+    })
+    .await;
+
+    // 60 messages served one at a time: lag 60 / 10 → 6, at most 5 replicas.
+    let started = Instant::now();
+    kafka.produce_many("orders", 1, "order", 60).await;
+    eventually(
+        Duration::from_secs(20),
+        "worker to scale on the lag",
+        || async { replicas(&gw, "worker").await == 5 },
+    )
+    .await;
+    println!(
+        "kafka lag: 5 replicas {:?} after producing",
+        started.elapsed()
+    );
+    assert!(gw.logs().contains("waiting="), "{}", gw.logs());
+    eventually(
+        Duration::from_secs(60),
+        "worker back to 1 once the lag is gone",
+        || async { replicas(&gw, "worker").await == 1 },
+    )
+    .await;
+
+    // A message for a function at zero: woken and delivered, nothing failed.
+    kafka.produce_many("wakeup", 1, "hello", 1).await;
+    let metrics_has = |m: String| {
+        metric_value(
+            &m,
+            "gateway_function_invocation_total{code=\"200\",function_name=\"sleeper.openfaas-fn\"}",
+        ) >= 1.0
+    };
+    let mut delivered = false;
+    for _ in 0..200 {
+        if metrics_has(gw.metrics().await) {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        delivered,
+        "the cold delivery was answered:\n{}\n{}",
+        gw.metrics().await,
+        connector.logs()
+    );
+    let failed = metric_value(
+        &gw.metrics().await,
+        "gateway_function_invocation_total{code=\"503\",function_name=\"sleeper.openfaas-fn\"}",
+    );
+    assert_eq!(failed, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_queue_depth_scales_queue_functions() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = dir.path().join("stack.yml");
+    std::fs::write(
+        &stack,
+        "functions:
+  batch:
+    fprocess: sh -c 'sleep 0.5; cat'
+    labels:
+      com.openfaas.scale.type: queue
+      com.openfaas.scale.target: \"5\"
+      com.openfaas.scale.target-proportion: \"1.0\"
+      com.openfaas.scale.max: \"4\"
+",
+    )
+    .unwrap();
+    // One call at a time from the queue: 30 queued calls wait there.
+    let gw = GatewayProcess::start_with(
+        GatewayOptions::default()
+            .stack(stack)
+            .arg("--no-cron")
+            .env("autoscaler_interval", "500ms")
+            .env("max_inflight", "1"),
+    )
+    .await;
+    for i in 0..30 {
+        let r = gw
+            .http
+            .post(gw.url("/async-function/batch"))
+            .body(format!("job {i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    // 30 waiting / 5 → 6, at most 4.
+    eventually(
+        Duration::from_secs(10),
+        "batch to scale on its queue",
+        || async { replicas(&gw, "batch").await == 4 },
+    )
+    .await;
+    let waiting = gw
+        .logs()
+        .lines()
+        .find(|l| l.contains("autoscaler: scaling") && l.contains("batch"))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(waiting.contains("waiting="), "the decision says what waits: {waiting}");
+    assert!(
+        metric_value(
+            &gw.metrics().await,
+            "gateway_autoscaler_decisions_total{function_name=\"batch.openfaas-fn\",reason=\"scale_up\"}"
+        ) >= 1.0
+    );
+}

@@ -20,6 +20,8 @@ pub(crate) struct Hooks {
     pub(crate) metrics: KafkaMetrics,
     pub(crate) grace: Duration,
     pub(crate) last_error: std::sync::Mutex<String>,
+    /// Where the lag per topic goes for the gateway's autoscaler.
+    pub(crate) lag: tributary_connector_sdk::lag::LagFigures,
 }
 
 impl Hooks {
@@ -67,6 +69,8 @@ impl ClientContext for Hooks {
     fn stats(&self, stats: Statistics) {
         let points: BTreeMap<Partition, i64> = self.tracker.commit_points().into_iter().collect();
         for (topic, t) in &stats.topics {
+            // Only this consumer's partitions have a commit point: its share of the group's lag.
+            let mut waiting: Option<u64> = None;
             for (id, p) in &t.partitions {
                 if *id < 0 || p.hi_offset < 0 {
                     continue;
@@ -77,7 +81,11 @@ impl ClientContext for Hooks {
                     .or((p.committed_offset >= 0).then_some(p.committed_offset));
                 if let Some(base) = base {
                     self.metrics.lag(topic, *id, p.hi_offset - base);
+                    *waiting.get_or_insert(0) += u64::try_from(p.hi_offset - base).unwrap_or(0);
                 }
+            }
+            if let Some(waiting) = waiting {
+                self.lag.set(topic, waiting);
             }
         }
     }

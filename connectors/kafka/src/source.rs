@@ -80,6 +80,7 @@ impl Source for KafkaSource {
             metrics: metrics.clone(),
             grace: self.config.rebalance_grace,
             last_error: std::sync::Mutex::new(String::new()),
+            lag: ctx.lag_figures(),
         };
         let mut client = self
             .config

@@ -1,7 +1,7 @@
 //! `/system/alert`: Alertmanager webhooks scale functions as OpenFaaS CE does. A firing alert
 //! (such as `APIHighRequestRate`) adds `com.openfaas.scale.factor` percent of the function's
 //! maximum (default 20 %) to its replicas, up to the maximum; a resolved one sets them back to
-//! the minimum.
+//! the minimum. `/system/lag` takes the connectors' reports of messages waiting on their topics.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -13,7 +13,7 @@ use super::{App, AppState, parse_json};
 use crate::autoscaler::policy::FACTOR;
 use crate::error::GatewayError;
 use crate::limits::{count_label, replica_cap};
-use crate::model::{SCALE_MIN_LABEL, split_address};
+use crate::model::{LagReport, SCALE_MIN_LABEL, split_address};
 
 /// Alertmanager's webhook body, as far as scaling reads it.
 #[derive(Debug, Deserialize)]
@@ -88,6 +88,18 @@ pub(super) async fn alert(State(app): App, body: Bytes) -> Result<Response, Gate
         }
     }
     Ok((StatusCode::OK, axum::Json(changed)).into_response())
+}
+
+/// `POST /system/lag`: a connector's report of the messages waiting on its topics.
+pub(super) async fn lag(State(app): App, body: Bytes) -> Result<Response, GatewayError> {
+    let report: LagReport = parse_json(&body)?;
+    if report.connector.is_empty() {
+        return Err(GatewayError::BadRequest(
+            "field `connector` must name the connector".to_owned(),
+        ));
+    }
+    app.lag.record(&report);
+    Ok(StatusCode::ACCEPTED.into_response())
 }
 
 #[cfg(test)]

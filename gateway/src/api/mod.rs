@@ -33,6 +33,7 @@ pub(crate) struct AppState {
     pub(crate) function_namespace: String,
     pub(crate) callback_allow: crate::callback::CallbackAllow,
     pub(crate) queue: Option<Arc<dyn AsyncQueue>>,
+    pub(crate) lag: crate::autoscaler::lag::LagReports,
 }
 
 type App = State<Arc<AppState>>;
@@ -63,6 +64,7 @@ pub(crate) fn router(state: Arc<AppState>, credentials: Option<Arc<Credentials>>
         )
         .route("/system/logs", get(logs::logs))
         .route("/system/alert", post(alert::alert))
+        .route("/system/lag", post(alert::lag))
         .route("/system/async-dead-letters", get(system::dead_letters));
     if let Some(credentials) = credentials {
         system = system.layer(axum::middleware::from_fn_with_state(

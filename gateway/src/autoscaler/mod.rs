@@ -4,6 +4,7 @@
 //! scales through the [`Provider`], whichever it is. `/system/alert` ([`alert`]) takes
 //! Alertmanager's webhooks as OpenFaaS CE does.
 
+pub mod lag;
 pub(crate) mod policy;
 
 use std::collections::{HashMap, HashSet};
@@ -17,7 +18,9 @@ use tributary_core::units::parse_positive_duration;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::provider::Provider;
+use lag::LagReports;
 use policy::{History, Policy, ScaleType};
+use tributary_core::queue::AsyncQueue;
 
 /// Autoscaler settings.
 #[derive(Debug, Clone, PartialEq, clap::Args)]
@@ -49,6 +52,8 @@ pub(crate) struct Autoscaler {
     max_replicas: u64,
     history: HashMap<String, History>,
     reported: HashSet<String>,
+    lag: LagReports,
+    queue: Option<Arc<dyn AsyncQueue>>,
 }
 
 impl Autoscaler {
@@ -58,6 +63,8 @@ impl Autoscaler {
         metrics: Metrics,
         config: AutoscalerConfig,
         max_replicas: u64,
+        lag: LagReports,
+        queue: Option<Arc<dyn AsyncQueue>>,
     ) -> Self {
         Self {
             provider,
@@ -66,6 +73,8 @@ impl Autoscaler {
             max_replicas,
             history: HashMap::new(),
             reported: HashSet::new(),
+            lag,
+            queue,
         }
     }
 
@@ -92,6 +101,13 @@ impl Autoscaler {
     async fn tick(&mut self) -> Result<(), GatewayError> {
         let now = Instant::now();
         let mut seen = HashSet::new();
+        let queued = match &self.queue {
+            Some(q) => q.depth_by_function().await.unwrap_or_else(|e| {
+                tracing::warn!(error = %Chain(&e), "autoscaler: cannot read the queue's depth");
+                Default::default()
+            }),
+            None => Default::default(),
+        };
         for ns in self.provider.namespaces().await? {
             for f in self.provider.list(&ns).await? {
                 let label = format!("{}.{}", f.name, f.namespace);
@@ -115,9 +131,17 @@ impl Autoscaler {
                 let (started, inflight) = self.metrics.load(&label).unwrap_or((0, 0));
                 let history = self.history.entry(label.clone()).or_default();
                 let rps = history.observe(now, started);
+                // Messages waiting for it: its async calls queued and its topics' lag.
+                let waiting =
+                    queued.get(&label).copied().unwrap_or(0) + self.lag.waiting(&f.topics(","));
+                if waiting > 0 {
+                    // Work is coming: not idle, and woken from zero before any call arrives.
+                    history.touch(now);
+                }
                 let load = match policy.kind {
                     ScaleType::Rps => rps,
                     ScaleType::Capacity => inflight.max(0) as f64,
+                    ScaleType::Queue => waiting as f64,
                 };
                 let Some((desired, reason)) = history.decide(&policy, load, f.replicas, now) else {
                     self.metrics.set_scaling(&label, f.replicas, f.replicas);
@@ -133,6 +157,7 @@ impl Autoscaler {
                     load,
                     rps,
                     inflight,
+                    waiting,
                     target = policy.target,
                     proportion = policy.proportion,
                     idle_secs = history.idle(now).as_secs_f64(),

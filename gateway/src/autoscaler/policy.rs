@@ -26,6 +26,8 @@ pub(crate) enum ScaleType {
     Rps,
     /// Requests in flight.
     Capacity,
+    /// Messages waiting: its queued async calls and the lag connectors report on its topics.
+    Queue,
 }
 
 /// A function's scaling policy.
@@ -68,9 +70,10 @@ impl Policy {
         let kind = match labels.get(TYPE).map(|t| t.trim()) {
             None | Some("rps") => ScaleType::Rps,
             Some("capacity") => ScaleType::Capacity,
+            Some("queue") => ScaleType::Queue,
             Some(other) => {
                 return Err(format!(
-                    "label {TYPE}={other:?}: use rps or capacity (queue-based scaling is not available yet)"
+                    "label {TYPE}={other:?}: use rps, capacity or queue"
                 ));
             }
         };
@@ -165,6 +168,11 @@ impl History {
         }
     }
 
+    /// Marks the function busy now (work is waiting for it).
+    pub(crate) fn touch(&mut self, now: Instant) {
+        self.last_active = Some(now);
+    }
+
     /// How long no invocation has started.
     pub(crate) fn idle(&self, now: Instant) -> Duration {
         self.last_active
@@ -230,7 +238,7 @@ mod tests {
         assert!(
             Policy::from_labels(&labels(&[(TYPE, "cpu")]), 20, Duration::ZERO)
                 .expect_err("unknown type")
-                .contains("rps or capacity")
+                .contains("rps, capacity or queue")
         );
     }
 

@@ -476,7 +476,10 @@ async fn the_embedded_queue_depth_scales_queue_functions() {
         .find(|l| l.contains("autoscaler: scaling") && l.contains("batch"))
         .map(str::to_owned)
         .unwrap_or_default();
-    assert!(waiting.contains("waiting="), "the decision says what waits: {waiting}");
+    assert!(
+        waiting.contains("waiting="),
+        "the decision says what waits: {waiting}"
+    );
     assert!(
         metric_value(
             &gw.metrics().await,

@@ -487,3 +487,108 @@ async fn the_embedded_queue_depth_scales_queue_functions() {
         ) >= 1.0
     );
 }
+
+/// SQS: the connector reports each queue's ApproximateNumberOfMessages as its topic's lag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_queue_depth_scales_the_subscribed_function() {
+    let moto = tributary_tests::sqs::MotoServer::start();
+    let url = moto.create_queue("jobs").await;
+    let dir = tempfile::tempdir().unwrap();
+    let stack = dir.path().join("stack.yml");
+    std::fs::write(
+        &stack,
+        "functions:
+  jobs:
+    fprocess: sh -c 'sleep 0.3; cat'
+    labels:
+      com.openfaas.scale.type: queue
+      com.openfaas.scale.target: \"5\"
+      com.openfaas.scale.target-proportion: \"1.0\"
+      com.openfaas.scale.max: \"4\"
+    annotations:
+      topic: jobs
+",
+    )
+    .unwrap();
+    let gw = up(stack).await;
+    // 40 messages taken one at a time: 40 / 5 → 8, at most 4.
+    moto.send_many(&url, "job", 40).await;
+    let base = moto.connector_env();
+    let mut env: Vec<(&str, &str)> = base.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.extend([
+        ("queue_url", url.as_str()),
+        ("max_inflight", "1"),
+        ("max_messages", "1"),
+    ]);
+    let connector = tributary_tests::ConnectorProcess::start("sqs", &gw, &env);
+    eventually(
+        Duration::from_secs(20),
+        "jobs to scale on the queue's depth",
+        || async { replicas(&gw, "jobs").await == 4 },
+    )
+    .await;
+    let line = gw
+        .logs()
+        .lines()
+        .find(|l| l.contains("autoscaler: scaling") && l.contains("jobs"))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(line.contains("waiting="), "{line}\n{}", connector.logs());
+}
+
+/// NATS JetStream: the connector reports its consumer's pending count as its topic's lag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_pending_scales_the_subscribed_function() {
+    let nats = tributary_tests::NatsServer::start();
+    let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await.unwrap());
+    js.get_or_create_stream(async_nats::jetstream::stream::Config {
+        name: "tributary-events".into(),
+        subjects: vec!["work.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for i in 0..60 {
+        js.publish("work.a", format!("w{i}").into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let stack = dir.path().join("stack.yml");
+    std::fs::write(
+        &stack,
+        "functions:
+  work:
+    fprocess: sh -c 'sleep 0.3; cat'
+    labels:
+      com.openfaas.scale.type: queue
+      com.openfaas.scale.target: \"5\"
+      com.openfaas.scale.target-proportion: \"1.0\"
+      com.openfaas.scale.max: \"4\"
+    annotations:
+      topic: work.>
+",
+    )
+    .unwrap();
+    let gw = up(stack).await;
+    // Taken one at a time: about 60 pending / 5 → 12, at most 4.
+    let _connector = tributary_tests::ConnectorProcess::start(
+        "nats",
+        &gw,
+        &[
+            ("nats_url", nats.url.as_str()),
+            ("topics", "work.>"),
+            ("nats_mode", "jetstream"),
+            ("max_inflight", "1"),
+            ("rebuild_interval", "500ms"),
+        ],
+    );
+    eventually(
+        Duration::from_secs(20),
+        "work to scale on the pending count",
+        || async { replicas(&gw, "work").await == 4 },
+    )
+    .await;
+}

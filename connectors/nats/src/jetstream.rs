@@ -75,7 +75,13 @@ impl NatsSource {
                 .find(|p| subject_matches(p, &subject))
                 .cloned()
                 .unwrap_or_else(|| subject.clone());
-            let delivered = m.info().map(|i| i.delivered).unwrap_or(1);
+            let info = m.info().ok();
+            let delivered = info.as_ref().map_or(1, |i| i.delivered);
+            // What the consumer still has to deliver after this message, for the gateway's
+            // autoscaler (the consumer's count, reported under the subscription's topic).
+            if let Some(info) = &info {
+                ctx.report_lag(&pattern, info.pending);
+            }
             let progress = CancellationToken::new();
             spawn_progress(m.clone(), self.config.ack_wait, progress.clone());
             let ack = JetStreamAck {

@@ -35,8 +35,8 @@ pub struct SqsConfig {
     /// AWS_ENDPOINT_URL works too.
     #[arg(long, env = "endpoint_url")]
     pub endpoint_url: Option<String>,
-    /// How often the queue depth is read for the autoscaler metric.
-    #[arg(skip = Duration::from_secs(10))]
+    /// How often the queue depth is read for the metrics and the gateway's autoscaler.
+    #[arg(skip = Duration::from_secs(5))]
     pub depth_interval: Duration,
 }
 

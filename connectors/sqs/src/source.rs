@@ -131,11 +131,11 @@ impl Source for SqsSource {
                 self.config.wait_time,
                 self.config.max_messages,
             ));
-            tasks.spawn(
-                queue
-                    .clone()
-                    .poll_depth(self.config.depth_interval, cancel.clone()),
-            );
+            tasks.spawn(queue.clone().poll_depth(
+                self.config.depth_interval,
+                cancel.clone(),
+                ctx.lag_figures(),
+            ));
         }
         drop(ctx);
         while tasks.join_next().await.is_some() {}
@@ -381,8 +381,14 @@ impl Queue {
         }
     }
 
-    /// Reads `ApproximateNumberOfMessages` for the autoscaler until `cancel`.
-    async fn poll_depth(self: Arc<Self>, every: Duration, cancel: CancellationToken) {
+    /// Reads `ApproximateNumberOfMessages` for the metrics and the gateway's autoscaler (as the
+    /// lag of this queue's topic) until `cancel`.
+    async fn poll_depth(
+        self: Arc<Self>,
+        every: Duration,
+        cancel: CancellationToken,
+        lag: tributary_connector_sdk::lag::LagFigures,
+    ) {
         loop {
             let read = self
                 .client
@@ -405,6 +411,7 @@ impl Queue {
                             .depth
                             .with_label_values(&[&self.url])
                             .set(depth);
+                        lag.set(&self.topic, u64::try_from(depth).unwrap_or(0));
                     }
                 }
                 Err(e) => {

@@ -29,6 +29,25 @@ fn stack(dir: &std::path::Path, functions: &[(&str, &[(&str, &str)])]) -> PathBu
     path
 }
 
+/// A stack file of these functions (YAML snippets from [`queue_function`] or written out).
+fn write_stack(dir: &std::path::Path, functions: &[String]) -> PathBuf {
+    let path = dir.join("stack.yml");
+    std::fs::write(&path, format!("functions:\n{}", functions.concat())).unwrap();
+    path
+}
+
+/// A fork-mode function scaled on what waits for it (`queue`), one replica per `target`
+/// messages up to `max`, subscribed to `topic`.
+fn queue_function(name: &str, command: &str, target: u32, max: u32, topic: Option<&str>) -> String {
+    let mut f = format!(
+        "  {name}:\n    fprocess: {command}\n    labels:\n      com.openfaas.scale.type: queue\n      com.openfaas.scale.target: \"{target}\"\n      com.openfaas.scale.target-proportion: \"1.0\"\n      com.openfaas.scale.max: \"{max}\"\n      com.openfaas.scale.down.window: 3s\n"
+    );
+    if let Some(topic) = topic {
+        f.push_str(&format!("    annotations:\n      topic: {topic}\n"));
+    }
+    f
+}
+
 async fn up(stack: PathBuf) -> GatewayProcess {
     GatewayProcess::start_with(
         GatewayOptions::default()
@@ -336,30 +355,14 @@ async fn kafka_lag_scales_the_subscribed_functions() {
     kafka.create_topic("orders", 1);
     kafka.create_topic("wakeup", 1);
     let dir = tempfile::tempdir().unwrap();
-    let stack = dir.path().join("stack.yml");
-    std::fs::write(
-        &stack,
-        "functions:
-  worker:
-    fprocess: sh -c 'sleep 0.1; cat'
-    labels:
-      com.openfaas.scale.type: queue
-      com.openfaas.scale.target: \"10\"
-      com.openfaas.scale.target-proportion: \"1.0\"
-      com.openfaas.scale.max: \"5\"
-      com.openfaas.scale.down.window: 3s
-    annotations:
-      topic: orders
-  sleeper:
-    fprocess: cat
-    labels:
-      com.openfaas.scale.zero: \"true\"
-      com.openfaas.scale.zero-duration: 2s
-    annotations:
-      topic: wakeup
-",
-    )
-    .unwrap();
+    let sleeper = "  sleeper:\n    fprocess: cat\n    labels:\n      com.openfaas.scale.zero: \"true\"\n      com.openfaas.scale.zero-duration: 2s\n    annotations:\n      topic: wakeup\n";
+    let stack = write_stack(
+        dir.path(),
+        &[
+            queue_function("worker", "sh -c 'sleep 0.1; cat'", 10, 5, Some("orders")),
+            sleeper.to_owned(),
+        ],
+    );
     let gw = up(stack).await;
     let base = kafka.connector_env();
     let mut env: Vec<(&str, &str)> = base.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -430,20 +433,16 @@ async fn kafka_lag_scales_the_subscribed_functions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_queue_depth_scales_queue_functions() {
     let dir = tempfile::tempdir().unwrap();
-    let stack = dir.path().join("stack.yml");
-    std::fs::write(
-        &stack,
-        "functions:
-  batch:
-    fprocess: sh -c 'sleep 0.5; cat'
-    labels:
-      com.openfaas.scale.type: queue
-      com.openfaas.scale.target: \"5\"
-      com.openfaas.scale.target-proportion: \"1.0\"
-      com.openfaas.scale.max: \"4\"
-",
-    )
-    .unwrap();
+    let stack = write_stack(
+        dir.path(),
+        &[queue_function(
+            "batch",
+            "sh -c 'sleep 0.5; cat'",
+            5,
+            4,
+            None,
+        )],
+    );
     // One call at a time from the queue: 30 queued calls wait there.
     let gw = GatewayProcess::start_with(
         GatewayOptions::default()
@@ -494,22 +493,16 @@ async fn sqs_queue_depth_scales_the_subscribed_function() {
     let moto = tributary_tests::sqs::MotoServer::start();
     let url = moto.create_queue("jobs").await;
     let dir = tempfile::tempdir().unwrap();
-    let stack = dir.path().join("stack.yml");
-    std::fs::write(
-        &stack,
-        "functions:
-  jobs:
-    fprocess: sh -c 'sleep 0.3; cat'
-    labels:
-      com.openfaas.scale.type: queue
-      com.openfaas.scale.target: \"5\"
-      com.openfaas.scale.target-proportion: \"1.0\"
-      com.openfaas.scale.max: \"4\"
-    annotations:
-      topic: jobs
-",
-    )
-    .unwrap();
+    let stack = write_stack(
+        dir.path(),
+        &[queue_function(
+            "jobs",
+            "sh -c 'sleep 0.3; cat'",
+            5,
+            4,
+            Some("jobs"),
+        )],
+    );
     let gw = up(stack).await;
     // 40 messages taken one at a time: 40 / 5 → 8, at most 4.
     moto.send_many(&url, "job", 40).await;
@@ -556,22 +549,16 @@ async fn jetstream_pending_scales_the_subscribed_function() {
             .unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
-    let stack = dir.path().join("stack.yml");
-    std::fs::write(
-        &stack,
-        "functions:
-  work:
-    fprocess: sh -c 'sleep 0.3; cat'
-    labels:
-      com.openfaas.scale.type: queue
-      com.openfaas.scale.target: \"5\"
-      com.openfaas.scale.target-proportion: \"1.0\"
-      com.openfaas.scale.max: \"4\"
-    annotations:
-      topic: work.>
-",
-    )
-    .unwrap();
+    let stack = write_stack(
+        dir.path(),
+        &[queue_function(
+            "work",
+            "sh -c 'sleep 0.3; cat'",
+            5,
+            4,
+            Some("work.>"),
+        )],
+    );
     let gw = up(stack).await;
     // Taken one at a time: about 60 pending / 5 → 12, at most 4.
     let _connector = tributary_tests::ConnectorProcess::start(

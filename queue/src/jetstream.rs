@@ -254,6 +254,29 @@ impl AsyncQueue for JetStreamQueue {
         Ok(state.messages)
     }
 
+    async fn depth_by_function(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, u64>, QueueError> {
+        use futures::TryStreamExt;
+        let (s, _) = self.stream(REQUEST_STREAM).await?;
+        let what = "cannot count the requests per function";
+        // Subjects are `faas-request.FUNCTION.NAMESPACE`: the server counts them.
+        let prefix = format!("{REQUEST_STREAM}.");
+        let mut subjects = s
+            .info_with_subjects(format!("{prefix}>"))
+            .await
+            .map_err(|e| self.err(what, e))?;
+        let mut out = std::collections::BTreeMap::new();
+        while let Some((subject, count)) =
+            subjects.try_next().await.map_err(|e| self.err(what, e))?
+        {
+            if let Some(function) = subject.strip_prefix(&prefix) {
+                *out.entry(function.to_owned()).or_default() += count as u64;
+            }
+        }
+        Ok(out)
+    }
+
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterRecord>, QueueError> {
         let (s, state) = self.stream(DEAD_LETTER_STREAM).await?;
         let (first, last) = (state.first_sequence, state.last_sequence);

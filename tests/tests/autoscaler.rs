@@ -430,8 +430,9 @@ async fn kafka_lag_scales_the_subscribed_functions() {
     assert_eq!(failed, 0.0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_embedded_queue_depth_scales_queue_functions() {
+/// Queued async calls (one taken at a time) scale a `queue` function: 30 waiting / 5 → 6,
+/// at most 4. `queue_env` picks the backend.
+async fn queued_calls_scale(queue_env: &[(&str, &str)]) {
     let dir = tempfile::tempdir().unwrap();
     let stack = write_stack(
         dir.path(),
@@ -449,7 +450,8 @@ async fn the_embedded_queue_depth_scales_queue_functions() {
             .stack(stack)
             .arg("--no-cron")
             .env("autoscaler_interval", "500ms")
-            .env("max_inflight", "1"),
+            .env("max_inflight", "1")
+            .envs(queue_env),
     )
     .await;
     for i in 0..30 {
@@ -485,6 +487,17 @@ async fn the_embedded_queue_depth_scales_queue_functions() {
             "gateway_autoscaler_decisions_total{function_name=\"batch.openfaas-fn\",reason=\"scale_up\"}"
         ) >= 1.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_queue_depth_scales_queue_functions() {
+    queued_calls_scale(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jetstream_queue_depth_scales_queue_functions() {
+    let nats = tributary_tests::NatsServer::start();
+    queued_calls_scale(&[("nats_url", nats.url.as_str())]).await;
 }
 
 /// SQS: the connector reports each queue's ApproximateNumberOfMessages as its topic's lag.

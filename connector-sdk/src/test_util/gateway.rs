@@ -38,6 +38,13 @@ impl GatewayOptions {
         self
     }
 
+    /// Adds environment variables.
+    pub fn envs(mut self, vars: &[(&str, &str)]) -> Self {
+        self.env
+            .extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        self
+    }
+
     /// Runs `up -f file`.
     pub fn stack(mut self, file: impl Into<PathBuf>) -> Self {
         self.stack_file = Some(file.into());

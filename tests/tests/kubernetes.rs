@@ -236,7 +236,8 @@ async fn secrets_are_kubernetes_secrets() {
 }
 
 /// A stand-in for a function's pod (no container runs on the hollow node): an HTTP server that
-/// answers `pod says: BODY`, on this machine's own address (Endpoints may not be loopback).
+/// answers `pod says: BODY` (after `X-Sleep-Ms` milliseconds when asked), on this machine's own
+/// address (Endpoints may not be loopback).
 async fn pod_server() -> std::net::SocketAddr {
     // Which address routes out; no packet is sent.
     let probe = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
@@ -246,9 +247,16 @@ async fn pod_server() -> std::net::SocketAddr {
         !ip.is_loopback() && !ip.is_unspecified(),
         "no non-loopback address: {ip}"
     );
-    let app = axum::Router::new().fallback(|body: axum::body::Bytes| async move {
-        format!("pod says: {}", String::from_utf8_lossy(&body))
-    });
+    let app = axum::Router::new().fallback(
+        |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
+            let sleep = headers
+                .get("x-sleep-ms")
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(sleep)).await;
+            format!("pod says: {}", String::from_utf8_lossy(&body))
+        },
+    );
     let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -454,4 +462,38 @@ async fn the_autoscaler_scales_deployments_through_the_provider() {
         Some(3)
     );
     gw.wait_available("alerted", 3).await;
+
+    // Capacity: 6 slow calls in flight to the function's endpoint, target 2 → 3 replicas.
+    gw.deploy_ok(json!({"service": "busy", "image": "x", "labels": {
+        "com.openfaas.scale.type": "capacity", "com.openfaas.scale.target": "2",
+        "com.openfaas.scale.target-proportion": "1.0", "com.openfaas.scale.max": "4"
+    }}))
+    .await;
+    let pod = pod_server().await;
+    endpoints_at(&ns, "busy", Some(pod)).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..6)
+        .map(|_| {
+            let (http, url, stop) = (gw.http.clone(), gw.url("/function/busy"), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = http.post(&url).header("X-Sleep-Ms", "500").send().await;
+                }
+            })
+        })
+        .collect();
+    eventually(
+        Duration::from_secs(15),
+        "busy's Deployment at 3 replicas",
+        || async {
+            deployment(&ns, "busy")
+                .await
+                .is_some_and(|d| d.spec.replicas == Some(3))
+        },
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
 }

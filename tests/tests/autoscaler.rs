@@ -592,3 +592,35 @@ async fn jetstream_pending_scales_the_subscribed_function() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_longer_than_zero_duration_is_not_cut_by_scaling_to_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = up(stack(
+        dir.path(),
+        &[(
+            "long",
+            &[
+                ("com.openfaas.scale.zero", "true"),
+                ("com.openfaas.scale.zero-duration", "1s"),
+            ],
+        )],
+    ))
+    .await;
+    // 3 s in flight with no new call: idle by the request rate, busy by what runs.
+    let r = gw
+        .http
+        .post(gw.url("/function/long"))
+        .header("X-Echo-Sleep-Ms", "3000")
+        .body("still here")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "still here");
+    // Then, idle for real, it goes to zero.
+    eventually(Duration::from_secs(10), "long to go to zero", || async {
+        replicas(&gw, "long").await == 0
+    })
+    .await;
+}

@@ -134,8 +134,9 @@ impl Autoscaler {
                 // Messages waiting for it: its async calls queued and its topics' lag.
                 let waiting =
                     queued.get(&label).copied().unwrap_or(0) + self.lag.waiting(&f.topics(","));
-                if waiting > 0 {
-                    // Work is coming: not idle, and woken from zero before any call arrives.
+                if waiting > 0 || inflight > 0 {
+                    // Work is coming or running: not idle (a long call is never cut by a
+                    // scale to zero), and woken from zero before any call arrives.
                     history.touch(now);
                 }
                 let load = match policy.kind {

@@ -104,6 +104,11 @@ pub async fn serve(
             }),
         )
         .route("/healthz", axum::routing::get(|| async { "OK\n" }));
+    // Nagle off on every accepted connection, as wherever Tributary serves HTTP.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { cancel.cancelled().await })
         .await

@@ -116,11 +116,26 @@ fn lock(path: &Path) -> Result<std::fs::File, QueueError> {
     }
 }
 
+/// A request waiting for the next group commit.
+struct Row {
+    meta: String,
+    body: Vec<u8>,
+    done: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+/// Requests waiting to be written, and whether a flush is writing.
+#[derive(Default)]
+struct Batch {
+    rows: Vec<Row>,
+    flushing: bool,
+}
+
 /// The embedded durable queue.
 #[derive(Clone)]
 pub struct SqliteQueue {
     db: Arc<Db>,
     notify: Arc<Notify>,
+    batch: Arc<Mutex<Batch>>,
 }
 
 impl SqliteQueue {
@@ -155,7 +170,49 @@ impl SqliteQueue {
                 _lock: lock,
             }),
             notify: Arc::new(Notify::new()),
+            batch: Arc::default(),
         })
+    }
+
+    /// Group commit: writes every request waiting, in one transaction and one fsync, until none
+    /// waits; each caller hears only once its own row is durable. Runs as a task of its own,
+    /// so a caller that goes away cannot strand the others.
+    async fn flush(self) {
+        loop {
+            let rows = {
+                let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+                if batch.rows.is_empty() {
+                    batch.flushing = false;
+                    return;
+                }
+                std::mem::take(&mut batch.rows)
+            };
+            let (data, waiting): (Vec<(String, Vec<u8>)>, Vec<_>) =
+                rows.into_iter().map(|r| ((r.meta, r.body), r.done)).unzip();
+            let written = self
+                .db
+                .run("cannot store the requests", move |conn| {
+                    conn.pragma_update(None, "synchronous", "FULL")?;
+                    let now = now_ms();
+                    let tx = conn.transaction()?;
+                    {
+                        let mut insert = tx.prepare_cached(
+                            "INSERT INTO requests (meta, body, available_at) VALUES (?1, ?2, ?3)",
+                        )?;
+                        for (meta, body) in &data {
+                            insert.execute(params![meta, body, now])?;
+                        }
+                    }
+                    let committed = tx.commit();
+                    conn.pragma_update(None, "synchronous", "NORMAL")?;
+                    committed
+                })
+                .await
+                .map_err(|e| tributary_core::Chain(&e).to_string());
+            for done in waiting {
+                let _ = done.send(written.clone());
+            }
+        }
     }
 
     /// Leases up to `max` due requests in one transaction, oldest first.
@@ -217,19 +274,26 @@ impl AsyncQueue for SqliteQueue {
         let meta = serde_json::to_string(&request)
             .map_err(|e| self.db.err("cannot encode the request", e))?;
         let body = request.body.to_vec();
-        self.db
-            .run("cannot store the request", move |conn| {
-                conn.pragma_update(None, "synchronous", "FULL")?;
-                let inserted = conn.execute(
-                    "INSERT INTO requests (meta, body, available_at) VALUES (?1, ?2, ?3)",
-                    params![meta, body, now_ms()],
-                );
-                conn.pragma_update(None, "synchronous", "NORMAL")?;
-                inserted
-            })
-            .await?;
-        self.notify.notify_one();
-        Ok(())
+        let (done, written) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+            batch.rows.push(Row { meta, body, done });
+            !std::mem::replace(&mut batch.flushing, true)
+        };
+        if lead {
+            tokio::spawn(self.clone().flush());
+        }
+        match written.await {
+            Ok(Ok(())) => {
+                self.notify.notify_one();
+                Ok(())
+            }
+            Ok(Err(e)) => Err(self.db.err("cannot store the request", e)),
+            Err(_) => Err(self.db.err(
+                "cannot store the request",
+                "the writer stopped before it was durable",
+            )),
+        }
     }
 
     async fn depth(&self) -> Result<u64, QueueError> {

@@ -4,7 +4,7 @@
 //! the worst case is a redelivery, which at-least-once allows). One process owns the file; on
 //! open, leases left by a previous (killed) process are released so their requests run again.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,11 +13,17 @@ use bytes::Bytes;
 use rusqlite::{Connection, params};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tributary_core::queue::{
-    AsyncQueue, BoxError, DeadLetterRecord, QueueError, QueuedRequest, now_ms,
-};
+use tributary_core::queue::{AsyncQueue, DeadLetterRecord, QueueError, QueuedRequest, now_ms};
 
-use crate::backend::{Backend, Lease, Leased};
+use crate::backend::{Backend, Leased};
+
+mod commit;
+mod db;
+mod lease;
+
+use commit::GroupCommit;
+use db::{Db, SCHEMA, error, lock};
+use lease::SqliteLease;
 
 /// How long a lease lasts before another worker may take the request.
 const LEASE: Duration = Duration::from_secs(60);
@@ -26,116 +32,12 @@ const BATCH: usize = 64;
 /// How often waiting workers look for delayed retries coming due.
 const POLL: Duration = Duration::from_millis(100);
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS requests (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    meta TEXT NOT NULL,
-    body BLOB NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    available_at INTEGER NOT NULL,
-    leased_until INTEGER NOT NULL DEFAULT 0,
-    lease_token INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS requests_due ON requests (available_at, leased_until);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    record TEXT NOT NULL,
-    meta TEXT NOT NULL,
-    body BLOB NOT NULL
-);
-";
-
-struct Db {
-    conn: Mutex<Connection>,
-    path: PathBuf,
-    /// Held (locked) for as long as the queue is open: one process per file.
-    _lock: std::fs::File,
-}
-
-/// An error of the embedded queue at `path`, while doing `what`.
-fn error(path: &Path, what: &str, source: impl Into<BoxError>) -> QueueError {
-    QueueError::Backend {
-        queue: format!("embedded queue ({})", path.display()),
-        what: what.to_owned(),
-        source: source.into(),
-    }
-}
-
-impl Db {
-    fn err(&self, what: &str, source: impl Into<BoxError>) -> QueueError {
-        error(&self.path, what, source)
-    }
-
-    /// Runs `f` on the connection in a blocking thread; `what` names it in errors.
-    async fn run<T, F>(self: &Arc<Self>, what: &'static str, f: F) -> Result<T, QueueError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
-    {
-        let db = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = db.conn.lock().unwrap_or_else(|e| e.into_inner());
-            f(&mut conn).map_err(|e| db.err(what, e))
-        })
-        .await
-        .map_err(|e| self.err(what, e))?
-    }
-}
-
-/// Takes `PATH.lock` for this process, or says which process holds it.
-fn lock(path: &Path) -> Result<std::fs::File, QueueError> {
-    use std::io::{Read, Seek, Write};
-    let lock_path = path.with_extension("db.lock");
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .map_err(|e| error(path, "cannot create its lock file", e))?;
-    match file.try_lock() {
-        Ok(()) => {
-            let _ = file.set_len(0);
-            let _ = file.rewind();
-            let _ = write!(file, "{}", std::process::id());
-            Ok(file)
-        }
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            Err(error(
-                path,
-                "refusing to start",
-                format!(
-                    "it is in use by another process (pid {}): each gateway needs its own queue_path or state_dir",
-                    holder.trim()
-                ),
-            ))
-        }
-        Err(std::fs::TryLockError::Error(e)) => Err(error(path, "cannot lock it", e)),
-    }
-}
-
-/// A request waiting for the next group commit.
-struct Row {
-    meta: String,
-    body: Vec<u8>,
-    done: tokio::sync::oneshot::Sender<Result<(), String>>,
-}
-
-/// Requests waiting to be written, and whether a flush is writing.
-#[derive(Default)]
-struct Batch {
-    rows: Vec<Row>,
-    flushing: bool,
-}
-
 /// The embedded durable queue.
 #[derive(Clone)]
 pub struct SqliteQueue {
     db: Arc<Db>,
     notify: Arc<Notify>,
-    batch: Arc<Mutex<Batch>>,
+    commit: GroupCommit,
 }
 
 impl SqliteQueue {
@@ -163,56 +65,16 @@ impl SqliteQueue {
             .query_row("SELECT COUNT(*) FROM requests", [], |r| r.get(0))
             .map_err(fail)?;
         tracing::info!(path = %path.display(), waiting, released, "embedded queue opened");
+        let db = Arc::new(Db {
+            conn: Mutex::new(conn),
+            path: path.to_owned(),
+            _lock: lock,
+        });
         Ok(Self {
-            db: Arc::new(Db {
-                conn: Mutex::new(conn),
-                path: path.to_owned(),
-                _lock: lock,
-            }),
+            commit: GroupCommit::new(db.clone()),
+            db,
             notify: Arc::new(Notify::new()),
-            batch: Arc::default(),
         })
-    }
-
-    /// Group commit: writes every request waiting, in one transaction and one fsync, until none
-    /// waits; each caller hears only once its own row is durable. Runs as a task of its own,
-    /// so a caller that goes away cannot strand the others.
-    async fn flush(self) {
-        loop {
-            let rows = {
-                let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
-                if batch.rows.is_empty() {
-                    batch.flushing = false;
-                    return;
-                }
-                std::mem::take(&mut batch.rows)
-            };
-            let (data, waiting): (Vec<(String, Vec<u8>)>, Vec<_>) =
-                rows.into_iter().map(|r| ((r.meta, r.body), r.done)).unzip();
-            let written = self
-                .db
-                .run("cannot store the requests", move |conn| {
-                    conn.pragma_update(None, "synchronous", "FULL")?;
-                    let now = now_ms();
-                    let tx = conn.transaction()?;
-                    {
-                        let mut insert = tx.prepare_cached(
-                            "INSERT INTO requests (meta, body, available_at) VALUES (?1, ?2, ?3)",
-                        )?;
-                        for (meta, body) in &data {
-                            insert.execute(params![meta, body, now])?;
-                        }
-                    }
-                    let committed = tx.commit();
-                    conn.pragma_update(None, "synchronous", "NORMAL")?;
-                    committed
-                })
-                .await
-                .map_err(|e| tributary_core::Chain(&e).to_string());
-            for done in waiting {
-                let _ = done.send(written.clone());
-            }
-        }
     }
 
     /// Leases up to `max` due requests in one transaction, oldest first.
@@ -273,27 +135,9 @@ impl AsyncQueue for SqliteQueue {
     async fn enqueue(&self, request: QueuedRequest) -> Result<(), QueueError> {
         let meta = serde_json::to_string(&request)
             .map_err(|e| self.db.err("cannot encode the request", e))?;
-        let body = request.body.to_vec();
-        let (done, written) = tokio::sync::oneshot::channel();
-        let lead = {
-            let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
-            batch.rows.push(Row { meta, body, done });
-            !std::mem::replace(&mut batch.flushing, true)
-        };
-        if lead {
-            tokio::spawn(self.clone().flush());
-        }
-        match written.await {
-            Ok(Ok(())) => {
-                self.notify.notify_one();
-                Ok(())
-            }
-            Ok(Err(e)) => Err(self.db.err("cannot store the request", e)),
-            Err(_) => Err(self.db.err(
-                "cannot store the request",
-                "the writer stopped before it was durable",
-            )),
-        }
+        self.commit.write(meta, request.body.to_vec()).await?;
+        self.notify.notify_one();
+        Ok(())
     }
 
     async fn depth(&self) -> Result<u64, QueueError> {
@@ -365,81 +209,6 @@ impl Backend for SqliteQueue {
     }
 }
 
-struct SqliteLease {
-    db: Arc<Db>,
-    notify: Arc<Notify>,
-    id: i64,
-    token: i64,
-}
-
-#[async_trait]
-impl Lease for SqliteLease {
-    async fn ack(&self) -> Result<(), QueueError> {
-        let (id, token) = (self.id, self.token);
-        self.db
-            .run("cannot remove the request", move |conn| {
-                conn.execute(
-                    "DELETE FROM requests WHERE id = ?1 AND lease_token = ?2",
-                    params![id, token],
-                )
-            })
-            .await
-            .map(drop)
-    }
-
-    async fn retry(&self, delay: Duration) -> Result<(), QueueError> {
-        let (id, token) = (self.id, self.token);
-        self.db
-            .run("cannot put the request back", move |conn| {
-                conn.execute(
-                    "UPDATE requests SET available_at = ?1, leased_until = 0 WHERE id = ?2 AND lease_token = ?3",
-                    params![now_ms() + delay.as_millis() as i64, id, token],
-                )
-            })
-            .await?;
-        if delay.is_zero() {
-            self.notify.notify_one();
-        }
-        Ok(())
-    }
-
-    async fn dead_letter(&self, record: DeadLetterRecord) -> Result<(), QueueError> {
-        let (id, token) = (self.id, self.token);
-        let record = serde_json::to_string(&record)
-            .map_err(|e| self.db.err("cannot encode the dead letter", e))?;
-        self.db
-            .run("cannot store the dead letter", move |conn| {
-                let tx = conn.transaction()?;
-                let moved = tx.execute(
-                    "INSERT INTO dead_letters (record, meta, body)
-                     SELECT ?1, meta, body FROM requests WHERE id = ?2 AND lease_token = ?3",
-                    params![record, id, token],
-                )?;
-                tx.execute(
-                    "DELETE FROM requests WHERE id = ?1 AND lease_token = ?2",
-                    params![id, token],
-                )?;
-                tx.commit()?;
-                Ok(moved)
-            })
-            .await
-            .map(drop)
-    }
-
-    async fn extend(&self) -> Result<(), QueueError> {
-        let (id, token) = (self.id, self.token);
-        self.db
-            .run("cannot extend the lease", move |conn| {
-                conn.execute(
-                    "UPDATE requests SET leased_until = ?1 WHERE id = ?2 AND lease_token = ?3",
-                    params![now_ms() + LEASE.as_millis() as i64, id, token],
-                )
-            })
-            .await
-            .map(drop)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,6 +225,47 @@ mod tests {
             enqueued_at_ms: now_ms(),
             body: Bytes::from_static(b"body"),
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_accepts_are_each_stored_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("q.db");
+        let q = SqliteQueue::open(&path).expect("opens");
+        let accepts: Vec<_> = (0..200)
+            .map(|i| {
+                let q = q.clone();
+                tokio::spawn(async move { q.enqueue(request(&format!("c{i}"))).await })
+            })
+            .collect();
+        for a in accepts {
+            a.await.expect("joins").expect("stored");
+        }
+        let by_function = q.depth_by_function().await.expect("depth");
+        assert_eq!(by_function.get("f.openfaas-fn"), Some(&200));
+        drop(q);
+        let reopened = SqliteQueue::open(&path).expect("reopens");
+        assert_eq!(reopened.depth().await.expect("depth"), 200);
+    }
+
+    #[tokio::test]
+    async fn a_failed_group_commit_is_an_error_for_each_caller() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let q = SqliteQueue::open(&dir.path().join("q.db")).expect("opens");
+        q.db.run("break the table", |conn| {
+            conn.execute_batch("DROP TABLE requests")
+        })
+        .await
+        .expect("dropped");
+        let (a, b) = tokio::join!(q.enqueue(request("a")), q.enqueue(request("b")));
+        for e in [a.expect_err("not stored"), b.expect_err("not stored")] {
+            let text = tributary_core::Chain(&e).to_string();
+            assert!(text.contains("cannot store the request"), "{text}");
+            assert!(text.contains("no such table"), "{text}");
+        }
+        // The writer is free again: a later request is tried (and fails) too, no hang.
+        let later = tokio::time::timeout(Duration::from_secs(5), q.enqueue(request("c"))).await;
+        assert!(later.expect("answers").is_err());
     }
 
     #[tokio::test]

@@ -253,6 +253,21 @@ pub async fn deployment(ns: &str, name: &str) -> Option<Deployment> {
     api.get_opt(name).await.expect("get the Deployment")
 }
 
+/// Waits until a function's Deployment asks for `replicas` (what the gateway or its autoscaler
+/// decided, as the API server has it).
+pub async fn wait_replicas(ns: &str, name: &str, replicas: i32, limit: std::time::Duration) {
+    crate::eventually(
+        limit,
+        &format!("{name}'s Deployment at {replicas} replicas"),
+        || async {
+            deployment(ns, name)
+                .await
+                .is_some_and(|d| d.spec.replicas == Some(replicas))
+        },
+    )
+    .await;
+}
+
 /// A client for a kubeconfig file.
 pub async fn client_for(path: &std::path::Path) -> Client {
     // The AWS SDK enables a second TLS backend: pick ring, as the gateway does.

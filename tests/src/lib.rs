@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub use tributary_connector_sdk::test_util::{
@@ -54,6 +56,70 @@ pub fn output_text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// Calls `name` from `workers` loops, each waiting `pause` between calls whose answer takes
+/// `sleep_ms` (the echo function's `X-Echo-Sleep-Ms`), until stopped; counts the calls that did
+/// not answer 200.
+pub struct CallLoad {
+    stop: Arc<AtomicBool>,
+    failed: Arc<AtomicUsize>,
+    done: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl CallLoad {
+    /// Starts the loops.
+    pub fn start(
+        gw: &GatewayProcess,
+        name: &str,
+        workers: usize,
+        sleep_ms: u64,
+        pause: Duration,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicUsize::new(0));
+        let tasks = (0..workers)
+            .map(|_| {
+                let (http, url) = (gw.http.clone(), gw.url(&format!("/function/{name}")));
+                let (stop, failed, done) = (stop.clone(), failed.clone(), done.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let r = http
+                            .post(&url)
+                            .header("X-Echo-Sleep-Ms", sleep_ms.to_string())
+                            .body("load")
+                            .send()
+                            .await;
+                        if !r.is_ok_and(|r| r.status() == 200) {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        done.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(pause).await;
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            failed,
+            done,
+            tasks,
+        }
+    }
+
+    /// Stops the load; returns (calls made, calls failed).
+    pub async fn stop(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.expect("a load loop panicked");
+        }
+        (
+            self.done.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// The workspace root.

@@ -6,12 +6,12 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tributary_tests::{CallbackServer, GatewayOptions, GatewayProcess, eventually, metric_value};
+use tributary_tests::{
+    CallLoad, CallbackServer, GatewayOptions, GatewayProcess, eventually, metric_value,
+};
 
 /// A stack of echo functions (`tributary echo`, one process per replica) with these labels.
 fn stack(dir: &std::path::Path, functions: &[(&str, &[(&str, &str)])]) -> PathBuf {
@@ -65,68 +65,6 @@ async fn replicas(gw: &GatewayProcess, name: &str) -> u64 {
         .map_or(u64::MAX, |f| f.replicas)
 }
 
-/// Calls `name` from `workers` loops, each waiting `pause` between calls whose answer takes
-/// `sleep_ms`, until stopped; counts the calls that did not answer 200.
-struct Load {
-    stop: Arc<AtomicBool>,
-    failed: Arc<AtomicUsize>,
-    done: Arc<AtomicUsize>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(
-        gw: &GatewayProcess,
-        name: &str,
-        workers: usize,
-        sleep_ms: u64,
-        pause: Duration,
-    ) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let failed = Arc::new(AtomicUsize::new(0));
-        let done = Arc::new(AtomicUsize::new(0));
-        let tasks = (0..workers)
-            .map(|_| {
-                let (http, url) = (gw.http.clone(), gw.url(&format!("/function/{name}")));
-                let (stop, failed, done) = (stop.clone(), failed.clone(), done.clone());
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::Relaxed) {
-                        let r = http
-                            .post(&url)
-                            .header("X-Echo-Sleep-Ms", sleep_ms.to_string())
-                            .body("load")
-                            .send()
-                            .await;
-                        if !r.is_ok_and(|r| r.status() == 200) {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                        done.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(pause).await;
-                    }
-                })
-            })
-            .collect();
-        Self {
-            stop,
-            failed,
-            done,
-            tasks,
-        }
-    }
-
-    /// Stops the load; returns (calls made, calls failed).
-    async fn stop(self) -> (usize, usize) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            t.await.unwrap();
-        }
-        (
-            self.done.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capacity_scales_with_calls_in_flight_and_back_after_the_window() {
     let dir = tempfile::tempdir().unwrap();
@@ -147,7 +85,7 @@ async fn capacity_scales_with_calls_in_flight_and_back_after_the_window() {
     assert_eq!(replicas(&gw, "cap").await, 1);
     // 20 slow calls in flight at all times: 20 / 5 → 4 replicas.
     let started = Instant::now();
-    let load = Load::start(&gw, "cap", 20, 1000, Duration::ZERO);
+    let load = CallLoad::start(&gw, "cap", 20, 1000, Duration::ZERO);
     eventually(
         Duration::from_secs(15),
         "cap to reach 4 replicas",
@@ -206,7 +144,7 @@ async fn rps_scales_with_the_request_rate_and_back_after_the_window() {
     .await;
     // About 35 requests per second (5 loops, one call each 140 ms): 35 / 10 → 4 replicas.
     let started = Instant::now();
-    let load = Load::start(&gw, "rate", 5, 0, Duration::from_millis(140));
+    let load = CallLoad::start(&gw, "rate", 5, 0, Duration::from_millis(140));
     eventually(
         Duration::from_secs(15),
         "rate to reach 4 replicas",

@@ -13,8 +13,8 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 use tributary_connector_sdk::{ConnectorMetrics, TopicMapSync};
-use tributary_tests::kube::{cluster, deployment, function};
-use tributary_tests::{GatewayOptions, eventually};
+use tributary_tests::kube::{cluster, deployment, function, wait_replicas};
+use tributary_tests::{CallLoad, GatewayOptions, eventually};
 
 #[tokio::test]
 async fn deploy_writes_the_faas_netes_objects_and_replicas_become_available() {
@@ -236,7 +236,7 @@ async fn secrets_are_kubernetes_secrets() {
 }
 
 /// A stand-in for a function's pod (no container runs on the hollow node): an HTTP server that
-/// answers `pod says: BODY` (after `X-Sleep-Ms` milliseconds when asked), on this machine's own
+/// answers `pod says: BODY` (after `X-Echo-Sleep-Ms` milliseconds when asked, as the echo function), on this machine's own
 /// address (Endpoints may not be loopback).
 async fn pod_server() -> std::net::SocketAddr {
     // Which address routes out; no packet is sent.
@@ -250,7 +250,7 @@ async fn pod_server() -> std::net::SocketAddr {
     let app = axum::Router::new().fallback(
         |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
             let sleep = headers
-                .get("x-sleep-ms")
+                .get("x-echo-sleep-ms")
                 .and_then(|v| v.to_str().ok()?.parse().ok())
                 .unwrap_or(0);
             tokio::time::sleep(Duration::from_millis(sleep)).await;
@@ -333,16 +333,7 @@ async fn invocations_go_to_the_endpoints_and_wait_for_one_at_zero() {
         .body("held")
         .send();
     let ready_later = async {
-        eventually(
-            Duration::from_secs(5),
-            "the gateway to scale web from zero",
-            || async {
-                deployment(&ns, "web")
-                    .await
-                    .is_some_and(|d| d.spec.replicas == Some(1))
-            },
-        )
-        .await;
+        wait_replicas(&ns, "web", 1, Duration::from_secs(5)).await;
         tokio::time::sleep(Duration::from_millis(700)).await;
         endpoints_at(&ns, "web", Some(pod)).await;
     };
@@ -436,16 +427,7 @@ async fn the_autoscaler_scales_deployments_through_the_provider() {
     )
     .await;
     // Idle: the Deployment goes to zero.
-    eventually(
-        Duration::from_secs(10),
-        "the idle Deployment at 0 replicas",
-        || async {
-            deployment(&ns, "idle")
-                .await
-                .is_some_and(|d| d.spec.replicas == Some(0))
-        },
-    )
-    .await;
+    wait_replicas(&ns, "idle", 0, Duration::from_secs(10)).await;
     gw.wait_available("idle", 0).await;
     // An Alertmanager webhook: + 20 % of 10, through the scale subresource.
     let r = gw
@@ -471,29 +453,8 @@ async fn the_autoscaler_scales_deployments_through_the_provider() {
     .await;
     let pod = pod_server().await;
     endpoints_at(&ns, "busy", Some(pod)).await;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load: Vec<_> = (0..6)
-        .map(|_| {
-            let (http, url, stop) = (gw.http.clone(), gw.url("/function/busy"), stop.clone());
-            tokio::spawn(async move {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let _ = http.post(&url).header("X-Sleep-Ms", "500").send().await;
-                }
-            })
-        })
-        .collect();
-    eventually(
-        Duration::from_secs(15),
-        "busy's Deployment at 3 replicas",
-        || async {
-            deployment(&ns, "busy")
-                .await
-                .is_some_and(|d| d.spec.replicas == Some(3))
-        },
-    )
-    .await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for t in load {
-        t.await.unwrap();
-    }
+    let load = CallLoad::start(&gw, "busy", 6, 500, Duration::ZERO);
+    wait_replicas(&ns, "busy", 3, Duration::from_secs(15)).await;
+    let (calls, failed) = load.stop().await;
+    assert_eq!(failed, 0, "of {calls} calls");
 }

@@ -65,6 +65,10 @@ pub struct QueuedRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetterRecord {
+    /// The dead letter's id in its queue (row id or stream sequence), for redrive and delete;
+    /// filled in when listed.
+    #[serde(default)]
+    pub id: u64,
     /// `X-Call-Id`.
     pub call_id: String,
     /// The function.
@@ -81,6 +85,22 @@ pub struct DeadLetterRecord {
     pub failed_at_ms: i64,
     /// Body size in bytes.
     pub body_bytes: usize,
+}
+
+/// What a queue holds now, as `GET /system/async-queue` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueStats {
+    /// `embedded` or `nats`.
+    pub backend: String,
+    /// Requests waiting or in flight.
+    pub depth: u64,
+    /// Requests being delivered now.
+    pub in_flight: u64,
+    /// Age of the oldest request waiting or in flight, in milliseconds.
+    pub oldest_age_ms: Option<u64>,
+    /// Dead letters kept.
+    pub dead_letters: u64,
 }
 
 /// A durable queue of asynchronous invocations, as the gateway uses it.
@@ -101,6 +121,13 @@ pub trait AsyncQueue: Send + Sync + 'static {
     }
     /// The newest dead letters, at most `limit`.
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterRecord>, QueueError>;
+    /// Depth, in flight, oldest age and dead letters.
+    async fn stats(&self) -> Result<QueueStats, QueueError>;
+    /// Puts dead letter `id` back on the queue as a new request (attempts start again) and
+    /// removes it from the dead letters; false when there is no such dead letter.
+    async fn redrive(&self, id: u64) -> Result<bool, QueueError>;
+    /// Removes dead letter `id`; false when there is no such dead letter.
+    async fn delete_dead_letter(&self, id: u64) -> Result<bool, QueueError>;
 }
 
 /// Unix milliseconds now.

@@ -132,6 +132,12 @@ pub enum GatewayError {
         #[source]
         source: std::io::Error,
     },
+    /// No dead letter has this id.
+    #[error("dead letter {id} not found; list them with GET /system/async-dead-letters")]
+    DeadLetterNotFound {
+        /// The id asked for.
+        id: u64,
+    },
     /// The gateway has no async queue.
     #[error(
         "asynchronous invocation needs a queue: run the gateway with the embedded queue (queue_path) or nats_url"
@@ -187,7 +193,9 @@ impl GatewayError {
     /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::FunctionNotFound { .. } | Self::SecretNotFound { .. } => StatusCode::NOT_FOUND,
+            Self::FunctionNotFound { .. }
+            | Self::SecretNotFound { .. }
+            | Self::DeadLetterNotFound { .. } => StatusCode::NOT_FOUND,
             Self::AlreadyExists { .. } | Self::SecretExists { .. } => StatusCode::CONFLICT,
             Self::BadRequest(_) | Self::MissingSecrets { .. } => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

@@ -212,6 +212,7 @@ impl Acknowledge for QueueAck {
             .with_label_values(&[label.as_str()])
             .inc();
         let record = DeadLetterRecord {
+            id: 0,
             call_id: self.request.call_id.clone(),
             function: self.request.function.clone(),
             namespace: self.request.namespace.clone(),

@@ -12,7 +12,9 @@ use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
-use tributary_core::queue::{AsyncQueue, BoxError, DeadLetterRecord, QueueError, QueuedRequest};
+use tributary_core::queue::{
+    AsyncQueue, BoxError, DeadLetterRecord, QueueError, QueueStats, QueuedRequest,
+};
 
 use crate::backend::{Backend, Lease, Leased};
 
@@ -284,16 +286,108 @@ impl AsyncQueue for JetStreamQueue {
         let mut seq = last;
         while seq >= first && seq > 0 && out.len() < limit {
             if let Ok(m) = s.get_raw_message(seq).await
-                && let Some(record) = m
+                && let Some(mut record) = m
                     .headers
                     .get(RECORD_HEADER)
                     .and_then(|v| decode::<DeadLetterRecord>(v.as_str()))
             {
+                record.id = seq;
                 out.push(record);
             }
             seq -= 1;
         }
         Ok(out)
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        let (requests, state) = self.stream(REQUEST_STREAM).await?;
+        let (_, dead) = self.stream(DEAD_LETTER_STREAM).await?;
+        let consumer = self
+            .consumer
+            .get_info()
+            .await
+            .map_err(|e| self.err(&format!("cannot read consumer {CONSUMER}"), e))?;
+        // The oldest request's acceptance time travels in its metadata header.
+        let oldest_age_ms = match state.messages {
+            0 => None,
+            _ => requests
+                .get_raw_message(state.first_sequence)
+                .await
+                .ok()
+                .and_then(|m| {
+                    m.headers
+                        .get(META_HEADER)
+                        .and_then(|v| decode::<QueuedRequest>(v.as_str()))
+                })
+                .map(|r| u64::try_from(tributary_core::queue::now_ms() - r.enqueued_at_ms).unwrap_or(0)),
+        };
+        Ok(QueueStats {
+            backend: "nats".into(),
+            depth: state.messages,
+            in_flight: consumer.num_ack_pending as u64,
+            oldest_age_ms,
+            dead_letters: dead.messages,
+        })
+    }
+
+    async fn redrive(&self, id: u64) -> Result<bool, QueueError> {
+        let (s, _) = self.stream(DEAD_LETTER_STREAM).await?;
+        let Some(m) = self.dead_letter_message(&s, id).await? else {
+            return Ok(false);
+        };
+        let Some(meta) = m.headers.get(META_HEADER).map(|v| v.as_str().to_owned()) else {
+            return Err(self.err(
+                &format!("dead letter {id} has no {META_HEADER} header"),
+                "it cannot be redriven; delete it",
+            ));
+        };
+        let Some(request) = decode::<QueuedRequest>(&meta) else {
+            return Err(self.err(
+                &format!("dead letter {id} has a corrupt {META_HEADER} header"),
+                "it cannot be redriven; delete it",
+            ));
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(META_HEADER, meta.as_str());
+        let subject = format!("{REQUEST_STREAM}.{}.{}", request.function, request.namespace);
+        let ack = self
+            .js
+            .publish_with_headers(subject, headers, m.payload)
+            .await
+            .map_err(|e| self.err("cannot publish the redriven request", e))?;
+        ack.await
+            .map_err(|e| self.err("the redriven request was not stored", e))?;
+        self.delete_dead_letter(id).await?;
+        Ok(true)
+    }
+
+    async fn delete_dead_letter(&self, id: u64) -> Result<bool, QueueError> {
+        let (s, _) = self.stream(DEAD_LETTER_STREAM).await?;
+        if self.dead_letter_message(&s, id).await?.is_none() {
+            return Ok(false);
+        }
+        s.delete_message(id)
+            .await
+            .map_err(|e| self.err(&format!("cannot delete dead letter {id}"), e))
+    }
+}
+
+impl JetStreamQueue {
+    /// Dead letter `seq`, or `None` when the stream has no such message.
+    async fn dead_letter_message(
+        &self,
+        s: &stream::Stream,
+        seq: u64,
+    ) -> Result<Option<jetstream::message::StreamMessage>, QueueError> {
+        use async_nats::jetstream::{ErrorCode, stream::LastRawMessageErrorKind as Kind};
+        match s.get_raw_message(seq).await {
+            Ok(m) => Ok(Some(m)),
+            Err(e) => match e.kind() {
+                Kind::NoMessageFound => Ok(None),
+                Kind::JetStream(j) if j.error_code() == ErrorCode::NO_MESSAGE_FOUND => Ok(None),
+                _ => Err(self.err(&format!("cannot read dead letter {seq}"), e)),
+            },
+        }
     }
 }
 

@@ -280,7 +280,61 @@ async fn dead_letters_after_the_retry_limit() {
             metrics.contains(r#"queue_worker_retries_total{function_name="bad.openfaas-fn"} 2"#),
             "{metrics}"
         );
+        redrive_and_delete(&gw, &letters, &id, &id2, &bad).await;
     }
+}
+
+/// The dead letters' REST routes: figures, delete one, redrive one (it runs again, from attempt 1),
+/// redrive all, and 404s for ids that are gone.
+async fn redrive_and_delete(
+    gw: &GatewayProcess,
+    letters: &[Value],
+    id: &str,
+    id2: &str,
+    bad: &Path,
+) {
+    let stats: Value = gw.get_json("/system/async-queue").await;
+    assert_eq!(stats["deadLetters"], 2, "{stats}");
+    assert_eq!(stats["depth"], 0, "{stats}");
+    let key = |call: &str| {
+        letters.iter().find(|l| l["callId"] == call).unwrap()["id"]
+            .as_u64()
+            .unwrap()
+    };
+    let send = |method: reqwest::Method, path: String| {
+        let request = gw.http.request(method, gw.url(&path));
+        let request = match gw.credentials() {
+            Some(c) => request.basic_auth(&c.user, Some(&c.password)),
+            None => request,
+        };
+        async move { request.send().await.unwrap() }
+    };
+    let path = format!("/system/async-dead-letters/{}", key(id2));
+    assert_eq!(send(reqwest::Method::DELETE, path.clone()).await.status(), 204);
+    let again = send(reqwest::Method::DELETE, path).await;
+    assert_eq!(again.status(), 404);
+    assert!(again.text().await.unwrap().contains("not found"));
+
+    let path = format!("/system/async-dead-letters/{}/redrive", key(id));
+    assert_eq!(send(reqwest::Method::POST, path.clone()).await.status(), 202);
+    assert_eq!(send(reqwest::Method::POST, path).await.status(), 404);
+    // It runs three more times and is dead-lettered again, under a new id.
+    eventually(Duration::from_secs(20), "redriven and dead again", || async {
+        let letters: Vec<Value> = gw.get_json("/system/async-dead-letters").await;
+        read_records(bad).len() == 6 && letters.len() == 1 && letters[0]["callId"] == id
+    })
+    .await;
+    let all = send(
+        reqwest::Method::POST,
+        "/system/async-dead-letters/redrive".into(),
+    )
+    .await;
+    assert_eq!(all.status(), 202);
+    assert_eq!(all.json::<Value>().await.unwrap()["redriven"], 1);
+    eventually(Duration::from_secs(20), "redriven all", || async {
+        read_records(bad).len() == 9
+    })
+    .await;
 }
 
 /// A stack file with the recorder as `slow`, so a restarted gateway has it deployed before it answers.

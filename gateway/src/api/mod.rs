@@ -2,6 +2,7 @@
 //! ([`invoke`]), `/system/secrets` ([`secrets`]), `/system/logs` ([`logs`]), `/healthz`, `/metrics`.
 
 mod alert;
+mod dead_letters;
 mod invoke;
 mod logs;
 mod secrets;
@@ -65,7 +66,20 @@ pub(crate) fn router(state: Arc<AppState>, credentials: Option<Arc<Credentials>>
         .route("/system/logs", get(logs::logs))
         .route("/system/alert", post(alert::alert))
         .route("/system/lag", post(alert::lag))
-        .route("/system/async-dead-letters", get(system::dead_letters));
+        .route("/system/async-queue", get(dead_letters::stats))
+        .route("/system/async-dead-letters", get(dead_letters::list))
+        .route(
+            "/system/async-dead-letters/redrive",
+            post(dead_letters::redrive_all),
+        )
+        .route(
+            "/system/async-dead-letters/{id}/redrive",
+            post(dead_letters::redrive),
+        )
+        .route(
+            "/system/async-dead-letters/{id}",
+            axum::routing::delete(dead_letters::delete),
+        );
     if let Some(credentials) = credentials {
         system = system.layer(axum::middleware::from_fn_with_state(
             credentials,

@@ -153,19 +153,3 @@ pub(super) async fn metrics(State(app): App) -> Response {
     )
         .into_response()
 }
-
-#[derive(Debug, Deserialize)]
-pub(super) struct LimitQuery {
-    limit: Option<usize>,
-}
-
-pub(super) async fn dead_letters(
-    State(app): App,
-    Query(q): Query<LimitQuery>,
-) -> Result<Response, GatewayError> {
-    let queue = app.queue.as_ref().ok_or(GatewayError::NoQueue)?;
-    let records = queue
-        .dead_letters(q.limit.unwrap_or(100).min(10_000))
-        .await?;
-    Ok(axum::Json(records).into_response())
-}

@@ -13,12 +13,15 @@ use bytes::Bytes;
 use rusqlite::{Connection, params};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tributary_core::queue::{AsyncQueue, DeadLetterRecord, QueueError, QueuedRequest, now_ms};
+use tributary_core::queue::{
+    AsyncQueue, DeadLetterRecord, QueueError, QueueStats, QueuedRequest, now_ms,
+};
 
 use crate::backend::{Backend, Leased};
 
 mod commit;
 mod db;
+mod dead_letters;
 mod lease;
 
 use commit::GroupCommit;
@@ -165,21 +168,19 @@ impl AsyncQueue for SqliteQueue {
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterRecord>, QueueError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self
-            .db
-            .run("cannot list the dead letters", move |conn| {
-                let mut stmt =
-                    conn.prepare("SELECT record FROM dead_letters ORDER BY id DESC LIMIT ?1")?;
-                let rows = stmt.query_map([limit], |r| r.get::<_, String>(0))?;
-                rows.collect::<rusqlite::Result<Vec<String>>>()
-            })
-            .await?;
-        rows.iter()
-            .map(|r| {
-                serde_json::from_str(r).map_err(|e| self.db.err("a dead letter is corrupt", e))
-            })
-            .collect()
+        self.list_dead_letters(limit).await
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        self.read_stats().await
+    }
+
+    async fn redrive(&self, id: u64) -> Result<bool, QueueError> {
+        self.redrive_dead_letter(id).await
+    }
+
+    async fn delete_dead_letter(&self, id: u64) -> Result<bool, QueueError> {
+        self.remove_dead_letter(id).await
     }
 }
 
@@ -300,7 +301,8 @@ mod tests {
         b.lease.ack().await.expect("ack");
         let a2 = one(5).await;
         assert_eq!((a2.request.call_id.as_str(), a2.attempt), ("a", 2));
-        let record = DeadLetterRecord {
+        let mut record = DeadLetterRecord {
+            id: 0,
             call_id: "a".into(),
             function: "f".into(),
             namespace: "openfaas-fn".into(),
@@ -315,7 +317,30 @@ mod tests {
             .await
             .expect("dead letter");
         assert_eq!(q.depth().await.expect("depth"), 0);
-        assert_eq!(q.dead_letters(10).await.expect("list"), vec![record]);
+        let listed = q.dead_letters(10).await.expect("list");
+        record.id = listed[0].id;
+        assert_eq!(listed, vec![record.clone()]);
+        let stats = q.stats().await.expect("stats");
+        assert_eq!((stats.depth, stats.dead_letters), (0, 1));
+
+        // Redriven: back in the queue as a fresh request (attempt 1), gone from the dead letters.
+        assert!(q.redrive(record.id).await.expect("redrive"));
+        assert!(!q.redrive(record.id).await.expect("second redrive"), "only once");
+        let stats = q.stats().await.expect("stats");
+        assert_eq!((stats.depth, stats.dead_letters), (1, 0));
+        assert!(stats.oldest_age_ms.is_some());
+        let again = one(1).await;
+        assert_eq!((again.request.call_id.as_str(), again.attempt), ("a", 1));
+        assert_eq!(again.request.body, Bytes::from_static(b"body"));
+        assert_eq!(q.stats().await.expect("stats").in_flight, 1);
+        again.lease.dead_letter(record.clone()).await.expect("dead letter");
+        let id = q.dead_letters(10).await.expect("list")[0].id;
+        assert!(q.delete_dead_letter(id).await.expect("delete"));
+        assert!(!q.delete_dead_letter(id).await.expect("delete again"));
+        assert_eq!(q.stats().await.expect("stats"), QueueStats {
+            backend: "embedded".into(),
+            ..QueueStats::default()
+        });
     }
 
     #[test]

@@ -13,6 +13,10 @@ use tributary_core::http::http_client;
 use tributary_core::retry::{RetrySettings, retry_after};
 
 use crate::config::ControllerConfig;
+
+/// The header carrying the attempt number of a delivery (1 for the first, 2 for the first
+/// retry), so the gateway can count retries per connector and topic.
+pub const DELIVERY_ATTEMPT: &str = "X-Delivery-Attempt";
 use crate::message::DirectCall;
 use crate::metrics::ConnectorMetrics;
 
@@ -112,8 +116,8 @@ impl Invoker {
         })
     }
 
-    /// The HTTP request for one attempt.
-    fn request(&self, function: &str, req: &Request<'_>) -> reqwest::RequestBuilder {
+    /// The HTTP request for attempt number `attempt` (1 for the first).
+    fn request(&self, function: &str, req: &Request<'_>, attempt: u32) -> reqwest::RequestBuilder {
         let mut builder = match req.call {
             // A replayed call: its own method, path and headers, nothing added.
             Some(call) => {
@@ -138,7 +142,7 @@ impl Invoker {
                 if !has("content-type") {
                     b = b.header(http::header::CONTENT_TYPE, &*self.content_type);
                 }
-                b
+                b.header(DELIVERY_ATTEMPT, attempt)
             }
         };
         for (k, v) in req.headers {
@@ -153,9 +157,10 @@ impl Invoker {
         function: &str,
         req: &Request<'_>,
         settings: &RetrySettings,
+        number: u32,
     ) -> Attempt {
         let started = Instant::now();
-        let sent = self.request(function, req).send().await;
+        let sent = self.request(function, req, number).send().await;
         let attempt = match sent {
             Err(e) => Attempt::Retry {
                 status: None,
@@ -220,7 +225,7 @@ impl Invoker {
             };
         loop {
             attempts += 1;
-            match self.attempt(function, req, settings).await {
+            match self.attempt(function, req, settings, attempts).await {
                 Attempt::Done(status, headers, body) => {
                     self.metrics.invoked(function, Some(status));
                     let (delivery, error) = if (200..300).contains(&status) {

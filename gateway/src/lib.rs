@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod activity;
 pub mod api;
 pub mod auth;
 pub mod autoscaler;
@@ -59,6 +60,7 @@ pub struct Gateway {
     credentials: Option<Arc<Credentials>>,
     queue: Option<Arc<dyn AsyncQueue>>,
     lag: autoscaler::lag::LagReports,
+    activity: activity::Activity,
 }
 
 impl Gateway {
@@ -76,6 +78,7 @@ impl Gateway {
             credentials: credentials.map(Arc::new),
             queue: None,
             lag: autoscaler::lag::LagReports::default(),
+            activity: activity::Activity::default(),
         }
     }
 
@@ -106,6 +109,7 @@ impl Gateway {
             callback_allow: self.config.callback_allow.clone(),
             queue: self.queue.clone(),
             lag: self.lag.clone(),
+            activity: self.activity.clone(),
         });
         api::router(state, self.credentials.clone())
     }

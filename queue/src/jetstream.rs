@@ -319,7 +319,9 @@ impl AsyncQueue for JetStreamQueue {
                         .get(META_HEADER)
                         .and_then(|v| decode::<QueuedRequest>(v.as_str()))
                 })
-                .map(|r| u64::try_from(tributary_core::queue::now_ms() - r.enqueued_at_ms).unwrap_or(0)),
+                .map(|r| {
+                    u64::try_from(tributary_core::queue::now_ms() - r.enqueued_at_ms).unwrap_or(0)
+                }),
         };
         Ok(QueueStats {
             backend: "nats".into(),
@@ -349,7 +351,10 @@ impl AsyncQueue for JetStreamQueue {
         };
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(META_HEADER, meta.as_str());
-        let subject = format!("{REQUEST_STREAM}.{}.{}", request.function, request.namespace);
+        let subject = format!(
+            "{REQUEST_STREAM}.{}.{}",
+            request.function, request.namespace
+        );
         let ack = self
             .js
             .publish_with_headers(subject, headers, m.payload)

@@ -310,19 +310,29 @@ async fn redrive_and_delete(
         async move { request.send().await.unwrap() }
     };
     let path = format!("/system/async-dead-letters/{}", key(id2));
-    assert_eq!(send(reqwest::Method::DELETE, path.clone()).await.status(), 204);
+    assert_eq!(
+        send(reqwest::Method::DELETE, path.clone()).await.status(),
+        204
+    );
     let again = send(reqwest::Method::DELETE, path).await;
     assert_eq!(again.status(), 404);
     assert!(again.text().await.unwrap().contains("not found"));
 
     let path = format!("/system/async-dead-letters/{}/redrive", key(id));
-    assert_eq!(send(reqwest::Method::POST, path.clone()).await.status(), 202);
+    assert_eq!(
+        send(reqwest::Method::POST, path.clone()).await.status(),
+        202
+    );
     assert_eq!(send(reqwest::Method::POST, path).await.status(), 404);
     // It runs three more times and is dead-lettered again, under a new id.
-    eventually(Duration::from_secs(20), "redriven and dead again", || async {
-        let letters: Vec<Value> = gw.get_json("/system/async-dead-letters").await;
-        read_records(bad).len() == 6 && letters.len() == 1 && letters[0]["callId"] == id
-    })
+    eventually(
+        Duration::from_secs(20),
+        "redriven and dead again",
+        || async {
+            let letters: Vec<Value> = gw.get_json("/system/async-dead-letters").await;
+            read_records(bad).len() == 6 && letters.len() == 1 && letters[0]["callId"] == id
+        },
+    )
     .await;
     let all = send(
         reqwest::Method::POST,

@@ -19,7 +19,7 @@
 //! # Ok(()) }
 //! ```
 
-pub mod schedule;
+pub use tributary_schedule as schedule;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -39,12 +39,7 @@ use tributary_core::metrics::Registrar;
 
 use crate::schedule::Schedule;
 
-/// The topic that marks a function as scheduled.
-pub const CRON_TOPIC: &str = "cron-function";
-/// The annotation holding the schedule(s).
-pub const SCHEDULE_ANNOTATION: &str = "schedule";
-/// The annotation holding a time zone for all of a function's schedules.
-pub const TIMEZONE_ANNOTATION: &str = "com.openfaas.schedule.timezone";
+pub use tributary_schedule::{CRON_TOPIC, SCHEDULE_ANNOTATION, TIMEZONE_ANNOTATION};
 /// The connector's name, sent as `X-Connector`.
 pub const CONNECTOR_NAME: &str = "cron-connector";
 

@@ -73,10 +73,7 @@ pub(super) async fn redrive_all(State(app): App) -> Result<Response, GatewayErro
 }
 
 /// `DELETE /system/async-dead-letters/{id}`.
-pub(super) async fn delete(
-    State(app): App,
-    Path(id): Path<u64>,
-) -> Result<Response, GatewayError> {
+pub(super) async fn delete(State(app): App, Path(id): Path<u64>) -> Result<Response, GatewayError> {
     if !queue(&app)?.delete_dead_letter(id).await? {
         return Err(GatewayError::DeadLetterNotFound { id });
     }

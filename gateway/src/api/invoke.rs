@@ -61,13 +61,24 @@ pub(super) async fn invoke(State(app): App, request: Request) -> Response {
             parts.headers.insert(X_START_TIME, start_value.clone());
             let body = Body::new(Limited::new(body, app.max_body_size));
             let label = format!("{name}.{ns}");
+            let source = ConnectorHeaders::of(&parts.headers);
             let invocation = app.metrics.start(&label);
             let result = app
                 .provider
                 .invoke(&name, &ns, Request::from_parts(parts, body))
                 .await;
             let response = result.unwrap_or_else(IntoResponse::into_response);
-            invocation.finish(response.status().as_u16(), started.elapsed());
+            let (status, took) = (response.status().as_u16(), started.elapsed());
+            invocation.finish(status, took);
+            app.activity.record(&crate::activity::Call {
+                function: &label,
+                status,
+                took,
+                call_id: call_id.to_str().unwrap_or(""),
+                connector: source.connector.as_deref(),
+                topic: source.topic.as_deref(),
+                attempt: source.attempt,
+            });
             response
         }
     };
@@ -78,6 +89,32 @@ pub(super) async fn invoke(State(app): App, request: Request) -> Response {
         headers.insert(X_DURATION_SECONDS, v);
     }
     response
+}
+
+/// What a connector says of a call: `X-Connector`, `X-Topic`, `X-Delivery-Attempt`.
+struct ConnectorHeaders {
+    connector: Option<String>,
+    topic: Option<String>,
+    attempt: Option<u32>,
+}
+
+impl ConnectorHeaders {
+    fn of(headers: &http::HeaderMap) -> Self {
+        let text = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        Self {
+            connector: text("x-connector"),
+            topic: text("x-topic"),
+            attempt: headers
+                .get("x-delivery-attempt")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok()),
+        }
+    }
 }
 
 /// Headers not stored with a queued request, besides hop-by-hop ones: recomputed on replay or

@@ -1,6 +1,7 @@
 //! The OpenFaaS REST API: `/system/*` ([`system`]), `/function/*` and `/async-function/*`
 //! ([`invoke`]), `/system/secrets` ([`secrets`]), `/system/logs` ([`logs`]), `/healthz`, `/metrics`.
 
+mod activity;
 mod alert;
 mod dead_letters;
 mod invoke;
@@ -35,6 +36,7 @@ pub(crate) struct AppState {
     pub(crate) callback_allow: crate::callback::CallbackAllow,
     pub(crate) queue: Option<Arc<dyn AsyncQueue>>,
     pub(crate) lag: crate::autoscaler::lag::LagReports,
+    pub(crate) activity: crate::activity::Activity,
 }
 
 type App = State<Arc<AppState>>;
@@ -66,6 +68,7 @@ pub(crate) fn router(state: Arc<AppState>, credentials: Option<Arc<Credentials>>
         .route("/system/logs", get(logs::logs))
         .route("/system/alert", post(alert::alert))
         .route("/system/lag", post(alert::lag))
+        .route("/system/activity", get(activity::activity))
         .route("/system/async-queue", get(dead_letters::stats))
         .route("/system/async-dead-letters", get(dead_letters::list))
         .route(

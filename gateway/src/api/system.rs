@@ -87,6 +87,7 @@ pub(super) async fn delete_function(
         &app.function_namespace,
     )?;
     app.provider.delete(&req.function_name, &ns).await?;
+    app.activity.forget(&format!("{}.{ns}", req.function_name));
     Ok(StatusCode::ACCEPTED.into_response())
 }
 

@@ -17,8 +17,9 @@ impl SqliteQueue {
             .run("cannot list the dead letters", move |conn| {
                 let mut stmt =
                     conn.prepare("SELECT id, record FROM dead_letters ORDER BY id DESC LIMIT ?1")?;
-                let rows =
-                    stmt.query_map([limit], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+                let rows = stmt.query_map([limit], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()
             })
             .await?;

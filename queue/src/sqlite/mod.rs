@@ -325,7 +325,10 @@ mod tests {
 
         // Redriven: back in the queue as a fresh request (attempt 1), gone from the dead letters.
         assert!(q.redrive(record.id).await.expect("redrive"));
-        assert!(!q.redrive(record.id).await.expect("second redrive"), "only once");
+        assert!(
+            !q.redrive(record.id).await.expect("second redrive"),
+            "only once"
+        );
         let stats = q.stats().await.expect("stats");
         assert_eq!((stats.depth, stats.dead_letters), (1, 0));
         assert!(stats.oldest_age_ms.is_some());
@@ -333,14 +336,21 @@ mod tests {
         assert_eq!((again.request.call_id.as_str(), again.attempt), ("a", 1));
         assert_eq!(again.request.body, Bytes::from_static(b"body"));
         assert_eq!(q.stats().await.expect("stats").in_flight, 1);
-        again.lease.dead_letter(record.clone()).await.expect("dead letter");
+        again
+            .lease
+            .dead_letter(record.clone())
+            .await
+            .expect("dead letter");
         let id = q.dead_letters(10).await.expect("list")[0].id;
         assert!(q.delete_dead_letter(id).await.expect("delete"));
         assert!(!q.delete_dead_letter(id).await.expect("delete again"));
-        assert_eq!(q.stats().await.expect("stats"), QueueStats {
-            backend: "embedded".into(),
-            ..QueueStats::default()
-        });
+        assert_eq!(
+            q.stats().await.expect("stats"),
+            QueueStats {
+                backend: "embedded".into(),
+                ..QueueStats::default()
+            }
+        );
     }
 
     #[test]

@@ -4,12 +4,28 @@
 //! `CRON_TZ=Area/City` prefix, else the function's `com.openfaas.schedule.timezone` annotation,
 //! else the connector's default (UTC).
 
+//!
+//! The cron connector fires on these schedules; the gateway's dashboard shows the next firings.
+//!
+//! ```
+//! let schedules = tributary_schedule::parse("*/5 * * * *; @every 1m", chrono_tz::UTC).unwrap();
+//! let now = chrono::Utc::now();
+//! assert!(schedules.iter().all(|s| s.next_after(now, now).is_some()));
+//! ```
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::CronParser;
+
+/// The topic that marks a function as scheduled.
+pub const CRON_TOPIC: &str = "cron-function";
+/// The annotation holding the schedule(s).
+pub const SCHEDULE_ANNOTATION: &str = "schedule";
+/// The annotation holding a time zone for all of a function's schedules.
+pub const TIMEZONE_ANNOTATION: &str = "com.openfaas.schedule.timezone";
 
 /// Why a schedule cannot be used.
 #[derive(Debug, thiserror::Error)]

@@ -36,6 +36,7 @@ pub mod proxy;
 pub mod server;
 pub mod stack;
 pub mod state;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -57,7 +58,7 @@ pub struct Gateway {
     config: GatewayConfig,
     provider: Arc<dyn Provider>,
     metrics: Metrics,
-    credentials: Option<Arc<Credentials>>,
+    guard: Option<Arc<auth::Guard>>,
     queue: Option<Arc<dyn AsyncQueue>>,
     lag: autoscaler::lag::LagReports,
     activity: activity::Activity,
@@ -75,7 +76,12 @@ impl Gateway {
             config,
             provider,
             metrics: Metrics::new(),
-            credentials: credentials.map(Arc::new),
+            guard: credentials.map(|credentials| {
+                Arc::new(auth::Guard {
+                    credentials,
+                    sessions: auth::session::Sessions::default(),
+                })
+            }),
             queue: None,
             lag: autoscaler::lag::LagReports::default(),
             activity: activity::Activity::default(),
@@ -111,7 +117,7 @@ impl Gateway {
             lag: self.lag.clone(),
             activity: self.activity.clone(),
         });
-        api::router(state, self.credentials.clone())
+        api::router(state, self.guard.clone())
     }
 
     /// Serves until `cancel` fires, then drains connections and stops every function process.
@@ -136,7 +142,7 @@ impl Gateway {
         tracing::info!(
             %addr,
             provider = %self.provider.info().provider,
-            basic_auth = self.credentials.is_some(),
+            basic_auth = self.guard.is_some(),
             upstream_timeout = ?self.config.upstream_timeout,
             max_body_size = self.config.max_body_size,
             queue = self.queue.as_ref().map_or("none", |q| q.backend()),

@@ -20,7 +20,7 @@ use axum::routing::{any, get, post};
 use serde::de::DeserializeOwned;
 use tributary_core::queue::AsyncQueue;
 
-use crate::auth::{Credentials, require_basic_auth};
+use crate::auth::{Guard, require_auth};
 use crate::error::GatewayError;
 use crate::limits::resolve_namespace;
 use crate::metrics::Metrics;
@@ -41,8 +41,8 @@ pub(crate) struct AppState {
 
 type App = State<Arc<AppState>>;
 
-/// Builds the router; `credentials` turns on basic auth for `/system/*`.
-pub(crate) fn router(state: Arc<AppState>, credentials: Option<Arc<Credentials>>) -> Router {
+/// Builds the router; `guard` turns on auth for `/system/*` and the dashboard at `/ui/`.
+pub(crate) fn router(state: Arc<AppState>, guard: Option<Arc<Guard>>) -> Router {
     let mut system = Router::new()
         .route(
             "/system/functions",
@@ -83,15 +83,16 @@ pub(crate) fn router(state: Arc<AppState>, credentials: Option<Arc<Credentials>>
             "/system/async-dead-letters/{id}",
             axum::routing::delete(dead_letters::delete),
         );
-    if let Some(credentials) = credentials {
+    if let Some(guard) = &guard {
         system = system.layer(axum::middleware::from_fn_with_state(
-            credentials,
-            require_basic_auth,
+            guard.clone(),
+            require_auth,
         ));
     }
     let limit = state.max_body_size;
     Router::new()
         .merge(system)
+        .merge(crate::ui::router(guard))
         .route("/function/{*rest}", any(invoke::invoke))
         .route("/async-function/{*rest}", any(invoke::invoke_async))
         .route("/healthz", get(|| async { "OK\n" }))

@@ -1,4 +1,7 @@
-//! Basic auth for `/system/*`, with credentials read from `secret_mount_path` like OpenFaaS.
+//! Basic auth for `/system/*` and the dashboard, with credentials read from `secret_mount_path`
+//! like OpenFaaS; the dashboard's login sessions ([`session`]) are accepted too.
+
+pub mod session;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -120,6 +123,11 @@ impl Credentials {
         let Some((user, password)) = decode_basic(value) else {
             return false;
         };
+        self.matches(&user, &password)
+    }
+
+    /// Whether `user` and `password` are these credentials (constant-time).
+    pub fn matches(&self, user: &str, password: &str) -> bool {
         let user_ok = user.as_bytes().ct_eq(self.0.user.as_bytes());
         let password_ok = password.as_bytes().ct_eq(self.0.password.as_bytes());
         bool::from(user_ok & password_ok)
@@ -140,29 +148,80 @@ fn decode_basic(value: &[u8]) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
-/// Middleware that answers 401 with `WWW-Authenticate` unless the request carries the credentials.
-pub async fn require_basic_auth(
-    State(credentials): State<Arc<Credentials>>,
+/// The header the dashboard sends with every API call; a request authenticated by the session
+/// cookie alone must carry it unless it is a GET or HEAD (a cross-site form cannot set it).
+pub const UI_HEADER: &str = "x-requested-with";
+
+/// Who may use `/system/*` and the dashboard: holders of the credentials, or of a session.
+pub struct Guard {
+    /// The gateway's credentials.
+    pub credentials: Credentials,
+    /// Dashboard sessions.
+    pub sessions: session::Sessions,
+}
+
+/// What a request's credentials allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The basic-auth header matches, or a live session and (for writes) the dashboard header.
+    Allowed,
+    /// A live session cookie, but a write without the dashboard header.
+    CrossSite,
+    /// Nothing valid.
+    Denied,
+}
+
+impl Guard {
+    /// What `request`'s headers allow.
+    pub fn access(&self, method: &axum::http::Method, headers: &axum::http::HeaderMap) -> Access {
+        if headers
+            .get(header::AUTHORIZATION)
+            .is_some_and(|v| self.credentials.matches_header(v.as_bytes()))
+        {
+            return Access::Allowed;
+        }
+        if !self.sessions.valid(headers) {
+            return Access::Denied;
+        }
+        let safe = method == axum::http::Method::GET || method == axum::http::Method::HEAD;
+        if safe || headers.contains_key(UI_HEADER) {
+            Access::Allowed
+        } else {
+            Access::CrossSite
+        }
+    }
+}
+
+/// Middleware that answers 401 (with `WWW-Authenticate`, except to the dashboard's own calls,
+/// so browsers do not pop up a password dialog) unless the request carries the credentials or
+/// a dashboard session.
+pub async fn require_auth(
+    State(guard): State<Arc<Guard>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let authorized = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .is_some_and(|v| credentials.matches_header(v.as_bytes()));
-    if authorized {
-        return next.run(request).await;
+    match guard.access(request.method(), request.headers()) {
+        Access::Allowed => next.run(request).await,
+        Access::CrossSite => (
+            StatusCode::FORBIDDEN,
+            "Forbidden: a request authenticated by the dashboard's session cookie must send X-Requested-With\n",
+        )
+            .into_response(),
+        Access::Denied => {
+            let mut response = (
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized: basic auth credentials are required\n",
+            )
+                .into_response();
+            if !request.headers().contains_key(UI_HEADER) {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"Restricted\""),
+                );
+            }
+            response
+        }
     }
-    let mut response = (
-        StatusCode::UNAUTHORIZED,
-        "Unauthorized: basic auth credentials are required\n",
-    )
-        .into_response();
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Basic realm=\"Restricted\""),
-    );
-    response
 }
 
 #[cfg(test)]

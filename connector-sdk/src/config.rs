@@ -74,6 +74,10 @@ pub struct ControllerConfig {
     /// Log request bodies.
     #[arg(long, env = "print_request_body", default_value = "false", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub print_request_body: bool,
+    /// CloudEvents for every function: `binary` (ce-* headers) or `off` (per function:
+    /// com.tributary.cloudevents=binary).
+    #[arg(long, env = "cloudevents", default_value = "off", value_parser = parse_cloudevents, action = clap::ArgAction::Set)]
+    pub cloudevents: bool,
     /// Basic auth on the gateway's /system routes (OpenFaaS connectors read the credentials
     /// from /var/secrets by default).
     #[command(flatten)]
@@ -96,6 +100,17 @@ pub struct ControllerConfig {
     /// Port of the Prometheus /metrics endpoint (0: off).
     #[arg(long, env = "metrics_port", default_value = "8081", value_parser = parse_port)]
     pub metrics_port: u16,
+}
+
+/// `binary` or `off` (also empty).
+fn parse_cloudevents(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "binary" => Ok(true),
+        "off" | "" => Ok(false),
+        other => Err(format!(
+            "{other:?} is not a CloudEvents mode: use binary (ce-* headers) or off"
+        )),
+    }
 }
 
 impl Default for ControllerConfig {
@@ -218,6 +233,7 @@ setters! {
     print_response: bool,
     print_response_body: bool,
     print_request_body: bool,
+    cloudevents: bool,
     auth: AuthArgs,
     max_inflight: usize,
     max_retries: u32,
@@ -273,8 +289,11 @@ mod tests {
             ("max_inflight", "8"),
             ("max_retries", "3"),
             ("metrics_port", "0"),
+            ("cloudevents", "Binary"),
         ]))
         .expect("valid");
+        assert!(c.cloudevents);
+        assert!(ControllerConfig::from_lookup(env(&[("cloudevents", "structured")])).is_err());
         assert_eq!(c.gateway_url, "http://gateway.openfaas:8080");
         assert_eq!(c.upstream_timeout, Duration::from_secs(120));
         assert_eq!(c.rebuild_interval, Duration::from_secs(5));

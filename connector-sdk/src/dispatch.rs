@@ -17,6 +17,7 @@ use tributary_core::retry::{RetrySettings, retry_after};
 use crate::invoker::{Delivery, InvocationOutcome, Invoker, Request};
 use crate::message::{DeadLetter, FailedInvocation, Message};
 use crate::metrics::ConnectorMetrics;
+use crate::options::{FunctionOptions, Reported, select};
 use crate::runtime::ResponseSubscriber;
 use crate::source::{Admitted, DeliveryOrder, RetryPolicy};
 use crate::topic_map::{TopicMap, TopicMapSync};
@@ -24,8 +25,8 @@ use crate::topic_map::{TopicMap, TopicMapSync};
 /// How long a message naming an unknown function waits between topic map refreshes.
 const UNKNOWN_FUNCTION_REFRESH: Duration = Duration::from_secs(1);
 
-/// A target function and its retry settings (`None`: not in the topic map yet).
-type Target = (String, Option<Arc<RetrySettings>>);
+/// A target function and its options (`None`: not in the topic map yet).
+type Target = (String, Option<Arc<FunctionOptions>>);
 
 /// What every delivery task shares.
 pub(crate) struct Shared {
@@ -36,18 +37,22 @@ pub(crate) struct Shared {
     pub(crate) policy: RetryPolicy,
     pub(crate) defaults: RetrySettings,
     pub(crate) print_request_body: bool,
+    /// CloudEvents binary mode for every function (`cloudevents=binary`).
+    pub(crate) cloudevents: bool,
+    pub(crate) reported: Reported,
     pub(crate) cancel: CancellationToken,
 }
 
 impl Shared {
-    /// A function's retry settings: the defaults overridden by its annotations.
-    fn settings(&self, map: &TopicMap, function: &str) -> Option<RetrySettings> {
+    /// A function's options from its annotations, if the topic map lists it.
+    fn options(&self, map: &TopicMap, function: &str) -> Option<FunctionOptions> {
         let f = map.function(function)?;
-        Some(
-            self.defaults
-                .clone()
-                .with_annotations(function, |k| f.annotation(k)),
-        )
+        Some(FunctionOptions::of(
+            &self.defaults,
+            self.cloudevents,
+            function,
+            f,
+        ))
     }
 }
 
@@ -59,8 +64,8 @@ pub(crate) struct Dispatcher {
     keyed: HashMap<String, VecDeque<(Admitted, Vec<Target>)>>,
     done_tx: mpsc::UnboundedSender<String>,
     done_rx: mpsc::UnboundedReceiver<String>,
-    /// Retry settings per function, parsed once per topic map.
-    settings: (Arc<TopicMap>, HashMap<String, Arc<RetrySettings>>),
+    /// Options per function, parsed once per topic map.
+    settings: (Arc<TopicMap>, HashMap<String, Arc<FunctionOptions>>),
 }
 
 impl Dispatcher {
@@ -122,7 +127,7 @@ impl Dispatcher {
         }
     }
 
-    /// The targets of a message with their retry settings.
+    /// The targets of a message with their options.
     fn targets(&mut self, message: &Message) -> Vec<Target> {
         let map = self.shared.sync.topic_map();
         if !Arc::ptr_eq(&self.settings.0, &map) {
@@ -134,7 +139,7 @@ impl Dispatcher {
             .map(|f| {
                 let settings = match self.settings.1.get(&f) {
                     Some(s) => Some(s.clone()),
-                    None => self.shared.settings(&map, &f).map(|s| {
+                    None => self.shared.options(&map, &f).map(|s| {
                         let s = Arc::new(s);
                         self.settings.1.insert(f.clone(), s.clone());
                         s
@@ -240,6 +245,7 @@ async fn deliver(
         mut ack,
         delivery_count,
         call,
+        event,
         ..
     } = message;
     let mut guard = Settling {
@@ -252,33 +258,51 @@ async fn deliver(
     if shared.print_request_body {
         tracing::info!(%topic, body = %String::from_utf8_lossy(&payload), "request");
     }
+    let mut chosen = Vec::with_capacity(targets.len());
+    for (function, known) in targets {
+        let options = match known {
+            Some(o) => o,
+            None => Arc::new(unknown_function_options(&shared, &function).await),
+        };
+        chosen.push((function, options));
+    }
+    let targets = select(
+        chosen,
+        &topic,
+        &payload,
+        &headers,
+        &shared.metrics,
+        &shared.reported,
+    );
+    if targets.is_empty() {
+        tracing::debug!(%topic, "no function's filter matches; acknowledging");
+        ack.ack().await;
+        shared.metrics.acked(&topic);
+        guard.settled = true;
+        drop(permit);
+        return;
+    }
     let req = Request {
         topic: &topic,
         payload: &payload,
         headers: &headers,
         context: &context,
         call: call.as_ref(),
+        event: &event,
     };
-    let mut settings = Vec::with_capacity(targets.len());
-    for (function, known) in &targets {
-        settings.push(match known {
-            Some(s) => s.clone(),
-            None => Arc::new(unknown_function_settings(&shared, function).await),
-        });
-    }
+    let settings: Vec<Arc<RetrySettings>> = targets.iter().map(|(_, o)| o.retry.clone()).collect();
     let max_retries = |s: &RetrySettings| match shared.policy {
         RetryPolicy::Redeliver => 0,
         _ => s.max_retries(),
     };
-    let mut outcomes =
-        futures::future::join_all(targets.iter().zip(&settings).map(|((f, _), s)| {
-            shared
-                .invoker
-                .invoke(f, &req, s, max_retries(s), &shared.cancel)
-        }))
-        .await;
+    let mut outcomes = futures::future::join_all(targets.iter().map(|(f, o)| {
+        shared
+            .invoker
+            .invoke(f, &req, o, max_retries(&o.retry), &shared.cancel)
+    }))
+    .await;
     if shared.policy == RetryPolicy::UntilDelivered {
-        hold_until_delivered(&shared, &req, &settings, &mut outcomes).await;
+        hold_until_delivered(&shared, &req, &targets, &mut outcomes).await;
     }
     for o in &outcomes {
         ack.observe(o);
@@ -328,13 +352,13 @@ async fn deliver(
     drop(permit);
 }
 
-/// The retry settings of a function the topic map does not list (yet): refresh it (at most once
-/// a second), then the function's own settings, or the defaults.
-async fn unknown_function_settings(shared: &Shared, function: &str) -> RetrySettings {
+/// The options of a function the topic map does not list (yet): refresh it (at most once a
+/// second), then the function's own options, or the defaults.
+async fn unknown_function_options(shared: &Shared, function: &str) -> FunctionOptions {
     shared.sync.refresh(UNKNOWN_FUNCTION_REFRESH).await;
     shared
-        .settings(&shared.sync.topic_map(), function)
-        .unwrap_or_else(|| shared.defaults.clone())
+        .options(&shared.sync.topic_map(), function)
+        .unwrap_or_else(|| FunctionOptions::defaults(&shared.defaults, shared.cloudevents))
 }
 
 /// [`RetryPolicy::UntilDelivered`]: invokes the functions that failed again, with backoff,
@@ -342,7 +366,7 @@ async fn unknown_function_settings(shared: &Shared, function: &str) -> RetrySett
 async fn hold_until_delivered(
     shared: &Shared,
     req: &Request<'_>,
-    settings: &[Arc<RetrySettings>],
+    targets: &[(String, Arc<FunctionOptions>)],
     outcomes: &mut [InvocationOutcome],
 ) {
     let cancel = &shared.cancel;
@@ -351,9 +375,9 @@ async fn hold_until_delivered(
         round = round.saturating_add(1);
         let wait = outcomes
             .iter()
-            .zip(settings)
+            .zip(targets)
             .filter(|(o, _)| o.delivery == Delivery::Failed)
-            .map(|(_, s)| s.backoff(round, None))
+            .map(|(_, (_, t))| t.retry.backoff(round, None))
             .max()
             .unwrap_or_default();
         for o in outcomes.iter().filter(|o| o.delivery == Delivery::Failed) {
@@ -371,12 +395,12 @@ async fn hold_until_delivered(
                 return;
             }
         }
-        for (o, s) in outcomes.iter_mut().zip(settings) {
+        for (o, (_, t)) in outcomes.iter_mut().zip(targets) {
             if o.delivery == Delivery::Failed {
                 let attempts = o.attempts;
                 *o = shared
                     .invoker
-                    .invoke(&o.function, req, s, s.max_retries(), cancel)
+                    .invoke(&o.function, req, t, t.retry.max_retries(), cancel)
                     .await;
                 o.attempts = o.attempts.saturating_add(attempts);
             }

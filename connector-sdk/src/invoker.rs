@@ -1,6 +1,7 @@
 //! Calls functions through the gateway: headers, timeout, and retries with exponential backoff,
 //! full jitter and `Retry-After`, following each function's [`RetrySettings`].
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,8 +18,10 @@ use crate::config::ControllerConfig;
 /// The header carrying the attempt number of a delivery (1 for the first, 2 for the first
 /// retry), so the gateway can count retries per connector and topic.
 pub const DELIVERY_ATTEMPT: &str = "X-Delivery-Attempt";
+use crate::event::{EventInfo, IDEMPOTENCY_KEY, binary_mode};
 use crate::message::DirectCall;
 use crate::metrics::ConnectorMetrics;
+use crate::options::FunctionOptions;
 
 /// How one function's delivery of one message ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +69,7 @@ pub(crate) struct Request<'a> {
     pub(crate) headers: &'a [(String, String)],
     pub(crate) context: &'a Arc<BTreeMap<String, String>>,
     pub(crate) call: Option<&'a DirectCall>,
+    pub(crate) event: &'a EventInfo,
 }
 
 /// Invokes functions on the gateway.
@@ -116,20 +120,30 @@ impl Invoker {
         })
     }
 
-    /// The HTTP request for attempt number `attempt` (1 for the first).
-    fn request(&self, function: &str, req: &Request<'_>, attempt: u32) -> reqwest::RequestBuilder {
+    /// The HTTP request for attempt number `attempt` (1 for the first); `cloudevents`: in
+    /// CloudEvents binary mode.
+    fn request(
+        &self,
+        function: &str,
+        req: &Request<'_>,
+        attempt: u32,
+        cloudevents: bool,
+    ) -> reqwest::RequestBuilder {
+        let (headers, body) = match req.call {
+            None if cloudevents => {
+                let (h, b) = binary_mode(req.event, req.payload.clone(), req.headers);
+                (Cow::Owned(h), b)
+            }
+            _ => (Cow::Borrowed(req.headers), req.payload.clone()),
+        };
+        let has = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
         let mut builder = match req.call {
-            // A replayed call: its own method, path and headers, nothing added.
+            // A replayed call: its own method, path and headers, only its idempotency key added.
             Some(call) => {
                 self.client
                     .invocation(Invocation::Sync, call.method.clone(), function, &call.path)
             }
             None => {
-                let has = |name: &str| {
-                    req.headers
-                        .iter()
-                        .any(|(k, _)| k.eq_ignore_ascii_case(name))
-                };
                 let mut b = self
                     .client
                     .invocation(self.kind, reqwest::Method::POST, function, "");
@@ -145,10 +159,15 @@ impl Invoker {
                 b.header(DELIVERY_ATTEMPT, attempt)
             }
         };
-        for (k, v) in req.headers {
+        if let Some(id) = &req.event.id
+            && !has(IDEMPOTENCY_KEY)
+        {
+            builder = builder.header(IDEMPOTENCY_KEY, id.as_str());
+        }
+        for (k, v) in headers.iter() {
             builder = builder.header(k.as_str(), v.as_str());
         }
-        builder.body(req.payload.clone())
+        builder.body(body)
     }
 
     /// One HTTP call, classified by `settings`.
@@ -158,9 +177,13 @@ impl Invoker {
         req: &Request<'_>,
         settings: &RetrySettings,
         number: u32,
+        cloudevents: bool,
     ) -> Attempt {
         let started = Instant::now();
-        let sent = self.request(function, req, number).send().await;
+        let sent = self
+            .request(function, req, number, cloudevents)
+            .send()
+            .await;
         let attempt = match sent {
             Err(e) => Attempt::Retry {
                 status: None,
@@ -203,10 +226,11 @@ impl Invoker {
         &self,
         function: &str,
         req: &Request<'_>,
-        settings: &RetrySettings,
+        options: &FunctionOptions,
         max_retries: u32,
         cancel: &CancellationToken,
     ) -> InvocationOutcome {
+        let settings = &*options.retry;
         let started = Instant::now();
         let mut attempts = 0u32;
         let outcome =
@@ -225,7 +249,10 @@ impl Invoker {
             };
         loop {
             attempts += 1;
-            match self.attempt(function, req, settings, attempts).await {
+            match self
+                .attempt(function, req, settings, attempts, options.cloudevents)
+                .await
+            {
                 Attempt::Done(status, headers, body) => {
                     self.metrics.invoked(function, Some(status));
                     let (delivery, error) = if (200..300).contains(&status) {

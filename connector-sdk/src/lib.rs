@@ -47,10 +47,13 @@
 pub mod ack;
 pub mod config;
 mod dispatch;
+pub mod event;
+pub mod filter;
 pub mod invoker;
 pub mod lag;
 pub mod message;
 pub mod metrics;
+mod options;
 pub mod runtime;
 pub mod source;
 #[cfg(feature = "test-util")]
@@ -59,6 +62,7 @@ pub mod topic_map;
 
 pub use ack::{Acknowledge, NoAck};
 pub use config::{ConfigError, ControllerConfig, ControllerConfigBuilder};
+pub use event::EventInfo;
 pub use invoker::{Delivery, InvocationOutcome};
 pub use message::{DeadLetter, DirectCall, FailedInvocation, Message};
 pub use metrics::ConnectorMetrics;

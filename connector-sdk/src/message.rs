@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::ack::{Acknowledge, Pending};
+use crate::event::EventInfo;
 
 /// A message that replays one HTTP call to one named function (the async queue's calls): no
 /// topic lookup, its own method and path, and only its own headers (no `X-Topic`).
@@ -39,6 +40,8 @@ pub struct Message {
     /// How many times the broker has delivered this message, counting this one (1 = first);
     /// used by [`crate::RetryPolicy::Redeliver`].
     pub delivery_count: u32,
+    /// Its idempotency key and CloudEvents attributes.
+    pub event: EventInfo,
     pub(crate) ack: Pending,
 }
 
@@ -66,6 +69,7 @@ impl Message {
             call: None,
             context: Arc::default(),
             delivery_count: 1,
+            event: EventInfo::default(),
             ack: Pending::new(ack),
         }
     }
@@ -98,6 +102,12 @@ impl Message {
     /// Sets how many times the broker has delivered the message (1 = first).
     pub fn with_delivery_count(mut self, count: u32) -> Self {
         self.delivery_count = count.max(1);
+        self
+    }
+
+    /// Sets its idempotency key and CloudEvents attributes.
+    pub fn with_event(mut self, event: EventInfo) -> Self {
+        self.event = event;
         self
     }
 

@@ -15,6 +15,7 @@ pub struct ConnectorMetrics {
     nacked: IntCounterVec,
     dead_lettered: IntCounterVec,
     unrouted: IntCounterVec,
+    filtered: IntCounterVec,
     invocations: IntCounterVec,
     latency: HistogramVec,
     retries: IntCounterVec,
@@ -65,6 +66,11 @@ impl ConnectorMetrics {
                 "connector_messages_unrouted_total",
                 "Messages acknowledged because no function subscribes to their topic",
                 &["topic"],
+            )?,
+            filtered: r.counter_vec(
+                "connector_messages_filtered_total",
+                "Messages not delivered to a function because its com.tributary.filter did not match (or is invalid)",
+                &["topic", "function"],
             )?,
             invocations: r.counter_vec(
                 "connector_invocations_total",
@@ -129,6 +135,10 @@ impl ConnectorMetrics {
     pub(crate) fn unrouted(&self, topic: &str) {
         self.unrouted.with_label_values(&[topic]).inc();
         self.acked(topic);
+    }
+
+    pub(crate) fn filtered(&self, topic: &str, function: &str) {
+        self.filtered.with_label_values(&[topic, function]).inc();
     }
 
     pub(crate) fn attempt(&self, function: &str, took: Duration) {

@@ -201,6 +201,8 @@ impl Connector {
                 policy,
                 defaults: config.retry_defaults(),
                 print_request_body: config.print_request_body,
+                cloudevents: config.cloudevents,
+                reported: crate::options::Reported::default(),
                 cancel: cancel.clone(),
             },
             order,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tributary_connector_sdk::{
-    DirectCall, Message, RetryPolicy, Source, SourceContext, SourceError,
+    DirectCall, EventInfo, Message, RetryPolicy, Source, SourceContext, SourceError,
 };
 use tributary_core::Chain;
 
@@ -64,6 +64,7 @@ impl Parts {
         };
         let mut headers = request.headers.clone();
         headers.push(("X-Call-Id".to_owned(), request.call_id.clone()));
+        let call_id = request.call_id.clone();
         let body = request.body.clone();
         let ack = QueueAck {
             _keepalive: self.keepalive.register(lease.clone()),
@@ -75,7 +76,10 @@ impl Parts {
             metrics: self.metrics.clone(),
             _inflight: InFlight::new(&self.metrics.inflight),
         };
-        let mut message = Message::call(call, body, ack).with_delivery_count(attempt);
+        let event = EventInfo::new("/async-function", "com.tributary.async.call").with_id(call_id);
+        let mut message = Message::call(call, body, ack)
+            .with_delivery_count(attempt)
+            .with_event(event);
         message.headers = headers;
         message
     }

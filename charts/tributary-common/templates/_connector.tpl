@@ -24,6 +24,7 @@ Service. Takes a dict:
   "print_response" $v.printResponse
   "print_response_body" $v.printResponseBody
   "print_request_body" $v.printRequestBody
+  "cloudevents" $v.cloudevents
   "basic_auth" $v.basicAuth
   "secret_mount_path" "/var/secrets/gateway"
   "max_inflight" $v.maxInflight

@@ -32,7 +32,7 @@ use chrono_tz::Tz;
 use clap::builder::BoolishValueParser;
 use prometheus::{IntCounterVec, IntGauge};
 use tributary_connector_sdk::{
-    Acknowledge, DeadLetter, Message, Source, SourceContext, SourceError, TopicMap,
+    Acknowledge, DeadLetter, EventInfo, Message, Source, SourceContext, SourceError, TopicMap,
 };
 use tributary_core::Chain;
 use tributary_core::metrics::Registrar;
@@ -295,9 +295,15 @@ impl Source for CronSource {
                             continue;
                         }
                         scheduler.metrics.firings.with_label_values(&[&function]).inc();
+                        let time = at.to_rfc3339_opts(SecondsFormat::Millis, true);
+                        let event = EventInfo::new(format!("/cron/{function}"), "com.tributary.cron.fired")
+                            .with_id(format!("cron:{function}:{time}"))
+                            .with_subject(function.clone())
+                            .with_time(time.clone());
                         let message = Message::new(CRON_TOPIC, Vec::new(), Firing(in_flight))
                             .with_targets(vec![function.clone()])
-                            .with_header("X-Scheduled-Time", at.to_rfc3339_opts(SecondsFormat::Millis, true));
+                            .with_header("X-Scheduled-Time", time)
+                            .with_event(event);
                         if ctx.send(message).await.is_err() {
                             return Ok(());
                         }

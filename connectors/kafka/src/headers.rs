@@ -40,7 +40,11 @@ pub(crate) fn function_headers(m: &BorrowedMessage<'_>) -> Vec<(String, String)>
                 Some(v) => v.to_owned(),
                 None => b64.encode(value),
             };
-            h.push((format!("X-Kafka-{}", kh.key), value));
+            // CloudEvents' Kafka binding names attributes `ce_*`; HTTP's, `ce-*`.
+            match kh.key.strip_prefix("ce_") {
+                Some(attribute) => h.push((format!("ce-{attribute}"), value)),
+                None => h.push((format!("X-Kafka-{}", kh.key), value)),
+            }
         }
     }
     h

@@ -15,8 +15,8 @@ use rdkafka::{Message as _, Offset};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tributary_connector_sdk::{
-    Acknowledge, Closed, DeadLetter, DeliveryOrder, Message, RetryPolicy, Source, SourceContext,
-    SourceError,
+    Acknowledge, Closed, DeadLetter, DeliveryOrder, EventInfo, Message, RetryPolicy, Source,
+    SourceContext, SourceError,
 };
 use tributary_core::Chain;
 
@@ -335,9 +335,16 @@ impl ConsumerLoop {
             ),
             _ => format!("{topic}/{partition}"),
         };
+        let mut event = EventInfo::new(format!("/kafka/{topic}"), "com.tributary.kafka.message")
+            .with_id(format!("kafka:{topic}:{partition}:{offset}"))
+            .with_subject(format!("{partition}/{offset}"));
+        if let Some(ms) = m.timestamp().to_millis() {
+            event = event.with_unix_millis(ms);
+        }
         let mut message = Message::new(topic, payload, ack)
             .with_key(order_key)
-            .with_context(context);
+            .with_context(context)
+            .with_event(event);
         message.headers = headers;
         Some(message)
     }

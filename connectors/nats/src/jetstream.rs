@@ -90,9 +90,14 @@ impl NatsSource {
                 dead_letter_subject: self.config.dead_letter_subject.clone(),
                 _progress: progress.drop_guard(),
             };
-            let message = self
+            let mut message = self
                 .message(&ctx, &m.message, &pattern, ack)
                 .with_header("X-NATS-Delivered", delivered.to_string());
+            if let Some(info) = &info {
+                // The stream sequence: the same on every redelivery of this message.
+                message.event.source = format!("/nats/{}", info.stream);
+                message.event.id = Some(format!("nats:{}:{}", info.stream, info.stream_sequence));
+            }
             ctx.send(message).await?;
         }
     }

@@ -37,7 +37,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use tributary_connector_sdk::{Acknowledge, Message, Source, SourceContext, SourceError};
+use tributary_connector_sdk::{
+    Acknowledge, EventInfo, Message, Source, SourceContext, SourceError,
+};
 
 pub use config::{Mode, NatsConfig, url_from_broker_host};
 pub use replies::Replies;
@@ -133,10 +135,12 @@ impl NatsSource {
         if let Some(reply) = &m.reply {
             context.insert(REPLY_KEY.to_owned(), reply.to_string());
         }
+        let event = EventInfo::new("/nats", "com.tributary.nats.message").with_subject(&subject);
         let mut message = Message::new(subject.clone(), m.payload.clone(), ack)
             .with_targets(targets(&ctx.topic_map(), &subject, pattern))
             .with_header("X-NATS-Subject", subject)
-            .with_context(context);
+            .with_context(context)
+            .with_event(event);
         for (k, v) in headers_of(m) {
             message = message.with_header(k, v);
         }

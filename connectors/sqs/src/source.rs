@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tributary_connector_sdk::{
-    DeliveryOrder, Message, RetryPolicy, Source, SourceContext, SourceError,
+    DeliveryOrder, EventInfo, Message, RetryPolicy, Source, SourceContext, SourceError,
 };
 
 use crate::ack::SqsAck;
@@ -235,6 +235,9 @@ impl Queue {
         let group = system
             .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
             .cloned();
+        let sent_at: Option<i64> = system
+            .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+            .and_then(|t| t.parse().ok());
         let mut headers = vec![
             ("X-SQS-Message-ID".to_owned(), id.clone()),
             ("X-SQS-Queue-URL".to_owned(), self.url.clone()),
@@ -274,10 +277,16 @@ impl Queue {
         };
         let mut context = BTreeMap::new();
         context.insert("sqs-queue-url".to_owned(), self.url.clone());
+        let mut event = EventInfo::new(self.url.clone(), "com.tributary.sqs.message")
+            .with_id(format!("sqs:{id}"));
         context.insert("sqs-message-id".to_owned(), id);
+        if let Some(ms) = sent_at {
+            event = event.with_unix_millis(ms);
+        }
         let mut message = Message::new(self.topic.clone(), body, ack)
             .with_delivery_count(receive_count)
-            .with_context(context);
+            .with_context(context)
+            .with_event(event);
         if let Some(g) = group {
             message = message.with_key(g);
         }

@@ -21,6 +21,18 @@ pub enum ConnectorCommand {
     Sqs(Box<With<SqsConfig>>),
 }
 
+impl ConnectorCommand {
+    /// `cron`, `nats`, `kafka` or `sqs`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Cron(_) => "cron",
+            Self::Nats(_) => "nats",
+            Self::Kafka(_) => "kafka",
+            Self::Sqs(_) => "sqs",
+        }
+    }
+}
+
 /// A connector's settings: the ones every connector shares, and its own.
 #[derive(Debug, Clone, Args)]
 pub struct With<T: Args> {

@@ -22,6 +22,11 @@ struct Cli {
     #[arg(long, env = "log_format", default_value = "human", global = true)]
     log_format: logging::LogFormat,
 
+    /// OTLP/HTTP endpoint for OpenTelemetry spans, e.g. http://otel-collector:4318 (off when
+    /// unset). Traces continue from `traceparent` either way.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    otlp_endpoint: Option<String>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -39,6 +44,18 @@ enum Command {
     Connector(connector_cmd::ConnectorCommand),
     /// Run the built-in echo function: an HTTP server on $PORT that answers with the request body.
     Echo(echo::EchoArgs),
+}
+
+impl Command {
+    /// The OpenTelemetry `service.name` of this process.
+    fn service_name(&self) -> String {
+        match self {
+            Command::Up(_) | Command::Gateway(_) => "tributary-gateway".into(),
+            Command::QueueWorker(_) => "tributary-queue-worker".into(),
+            Command::Connector(c) => format!("tributary-{}-connector", c.kind()),
+            Command::Echo(_) => "tributary-echo".into(),
+        }
+    }
 }
 
 /// Parses the command line and the environment. Env vars set but empty (as Helm charts and
@@ -75,6 +92,13 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        if let Some(endpoint) = &cli.otlp_endpoint {
+            let tracer = tributary_core::trace::Tracer::otlp(endpoint, &cli.command.service_name())
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot set up the OTLP exporter for {endpoint}: {e}")
+                })?;
+            tributary_core::trace::set_global(tracer);
+        }
         match cli.command {
             Command::Up(args) => gateway_cmd::up(*args).await,
             Command::Gateway(args) => gateway_cmd::gateway(*args).await,

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tributary_core::retry::{RetrySettings, retry_after};
+use tributary_core::trace::{SpanKind, TRACEPARENT, TraceContext};
 
 use crate::invoker::{Delivery, InvocationOutcome, Invoker, Request};
 use crate::message::{DeadLetter, FailedInvocation, Message};
@@ -282,6 +283,19 @@ async fn deliver(
         drop(permit);
         return;
     }
+    // The message's trace continues here (or one starts): receive → invoke → acknowledge.
+    let tracer = tributary_core::trace::global();
+    let incoming = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(TRACEPARENT))
+        .and_then(|(_, v)| TraceContext::parse(v));
+    let mut span = tracer.start("deliver", SpanKind::Consumer, incoming.as_ref());
+    if tracer.enabled() {
+        span.attr("messaging.destination.name", topic.as_str());
+        if let Some(id) = &event.id {
+            span.attr("messaging.message.id", id.as_str());
+        }
+    }
     let req = Request {
         topic: &topic,
         payload: &payload,
@@ -289,6 +303,7 @@ async fn deliver(
         context: &context,
         call: call.as_ref(),
         event: &event,
+        trace: span.context(),
     };
     let settings: Vec<Arc<RetrySettings>> = targets.iter().map(|(_, o)| o.retry.clone()).collect();
     let max_retries = |s: &RetrySettings| match shared.policy {
@@ -311,6 +326,7 @@ async fn deliver(
         }
     }
     let metrics = &shared.metrics;
+    let _acknowledging = tracer.start("acknowledge", SpanKind::Internal, Some(&span.context()));
     if outcomes.iter().all(|o| o.delivery == Delivery::Delivered) {
         ack.ack().await;
         metrics.acked(&topic);
@@ -345,6 +361,7 @@ async fn deliver(
                 .collect(),
         };
         tracing::warn!(%letter, "dead-lettering message");
+        span.fail(letter.to_string());
         ack.dead_letter(letter).await;
         metrics.dead_lettered(&topic);
     }

@@ -18,6 +18,8 @@ use crate::config::ControllerConfig;
 /// The header carrying the attempt number of a delivery (1 for the first, 2 for the first
 /// retry), so the gateway can count retries per connector and topic.
 pub const DELIVERY_ATTEMPT: &str = "X-Delivery-Attempt";
+use tributary_core::trace::{SpanKind, TRACEPARENT, TraceContext};
+
 use crate::event::{EventInfo, IDEMPOTENCY_KEY, binary_mode};
 use crate::message::DirectCall;
 use crate::metrics::ConnectorMetrics;
@@ -70,6 +72,8 @@ pub(crate) struct Request<'a> {
     pub(crate) context: &'a Arc<BTreeMap<String, String>>,
     pub(crate) call: Option<&'a DirectCall>,
     pub(crate) event: &'a EventInfo,
+    /// The delivery's span: each function call is its child.
+    pub(crate) trace: TraceContext,
 }
 
 /// Invokes functions on the gateway.
@@ -128,6 +132,7 @@ impl Invoker {
         req: &Request<'_>,
         attempt: u32,
         cloudevents: bool,
+        trace: TraceContext,
     ) -> reqwest::RequestBuilder {
         let (headers, body) = match req.call {
             None if cloudevents => {
@@ -164,7 +169,12 @@ impl Invoker {
         {
             builder = builder.header(IDEMPOTENCY_KEY, id.as_str());
         }
-        for (k, v) in headers.iter() {
+        // The message's own traceparent is replaced by this call's span, its child.
+        builder = builder.header(TRACEPARENT, trace.header());
+        for (k, v) in headers
+            .iter()
+            .filter(|(k, _)| !k.eq_ignore_ascii_case(TRACEPARENT))
+        {
             builder = builder.header(k.as_str(), v.as_str());
         }
         builder.body(body)
@@ -178,10 +188,11 @@ impl Invoker {
         settings: &RetrySettings,
         number: u32,
         cloudevents: bool,
+        trace: TraceContext,
     ) -> Attempt {
         let started = Instant::now();
         let sent = self
-            .request(function, req, number, cloudevents)
+            .request(function, req, number, cloudevents, trace)
             .send()
             .await;
         let attempt = match sent {
@@ -221,7 +232,7 @@ impl Invoker {
 
     /// Delivers one message to one function, retrying retryable failures up to `max_retries`
     /// times with `settings`' backoff; `cancel` cuts a retry wait short (the outcome is then
-    /// [`Delivery::Interrupted`]).
+    /// [`Delivery::Interrupted`]). The calls are one span, a child of the delivery's.
     pub(crate) async fn invoke(
         &self,
         function: &str,
@@ -229,6 +240,39 @@ impl Invoker {
         options: &FunctionOptions,
         max_retries: u32,
         cancel: &CancellationToken,
+    ) -> InvocationOutcome {
+        let tracer = tributary_core::trace::global();
+        let mut span = tracer.start("invoke", SpanKind::Client, Some(&req.trace));
+        let outcome = self
+            .invoke_in(function, req, options, max_retries, cancel, span.context())
+            .await;
+        if tracer.enabled() {
+            span.attr("faas.invoked_name", function);
+            span.attr("messaging.destination.name", req.topic);
+            if let Some(status) = outcome.status {
+                span.attr("http.response.status_code", status.to_string());
+            }
+            span.attr("tributary.attempts", outcome.attempts.to_string());
+            if outcome.delivery != Delivery::Delivered {
+                span.fail(
+                    outcome
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| "not delivered".into()),
+                );
+            }
+        }
+        outcome
+    }
+
+    async fn invoke_in(
+        &self,
+        function: &str,
+        req: &Request<'_>,
+        options: &FunctionOptions,
+        max_retries: u32,
+        cancel: &CancellationToken,
+        trace: TraceContext,
     ) -> InvocationOutcome {
         let settings = &*options.retry;
         let started = Instant::now();
@@ -250,7 +294,14 @@ impl Invoker {
         loop {
             attempts += 1;
             match self
-                .attempt(function, req, settings, attempts, options.cloudevents)
+                .attempt(
+                    function,
+                    req,
+                    settings,
+                    attempts,
+                    options.cloudevents,
+                    trace,
+                )
                 .await
             {
                 Attempt::Done(status, headers, body) => {

@@ -26,6 +26,7 @@ pub mod queue;
 pub mod retry;
 pub mod settings;
 pub mod shutdown;
+pub mod trace;
 pub mod units;
 
 pub use shutdown::shutdown_signal;

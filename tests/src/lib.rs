@@ -353,8 +353,8 @@ pub struct Received {
     pub body: Vec<u8>,
 }
 
-/// An HTTP server on a free port that records every POST (for `X-Callback-Url`), answering
-/// 503 to the first `fail_first` requests.
+/// An HTTP server on a free port that records every POST to `/callback` and below (for
+/// `X-Callback-Url`, or as an OTLP endpoint), answering 503 to the first `fail_first` requests.
 pub struct CallbackServer {
     /// `http://127.0.0.1:PORT/callback`.
     pub url: String,
@@ -368,31 +368,30 @@ impl CallbackServer {
         let received: std::sync::Arc<std::sync::Mutex<Vec<Received>>> = std::sync::Arc::default();
         let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let store = received.clone();
-        let app = axum::Router::new().route(
-            "/callback",
-            axum::routing::post(
-                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                    let store = store.clone();
-                    let seen = seen.clone();
-                    async move {
-                        if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < fail_first {
-                            return axum::http::StatusCode::SERVICE_UNAVAILABLE;
-                        }
-                        let headers = headers
-                            .iter()
-                            .map(|(k, v)| {
-                                (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())
-                            })
-                            .collect();
-                        store.lock().expect("lock").push(Received {
-                            headers,
-                            body: body.to_vec(),
-                        });
-                        axum::http::StatusCode::OK
+        let handler = axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let store = store.clone();
+                let seen = seen.clone();
+                async move {
+                    if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < fail_first {
+                        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
                     }
-                },
-            ),
+                    let headers = headers
+                        .iter()
+                        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+                        .collect();
+                    store.lock().expect("lock").push(Received {
+                        headers,
+                        body: body.to_vec(),
+                    });
+                    axum::http::StatusCode::OK
+                }
+            },
         );
+        // Also below /callback: an OTLP exporter appends /v1/traces to its endpoint.
+        let app = axum::Router::new()
+            .route("/callback", handler.clone())
+            .route("/callback/{*rest}", handler);
         let app = app.layer(axum::extract::DefaultBodyLimit::disable());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -33,6 +33,7 @@ Service. Takes a dict:
   "max_retry_wait" $v.maxRetryWait
   "metrics_port" $v.metrics.port
   "log_format" $v.logFormat
+  "OTEL_EXPORTER_OTLP_ENDPOINT" $v.otlpEndpoint
 -}}
 apiVersion: v1
 kind: ServiceAccount

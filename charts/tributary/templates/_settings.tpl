@@ -13,6 +13,7 @@
   "secret_mount_path" "/var/openfaas/secrets"
   "upstream_timeout" $v.gateway.upstreamTimeout
   "log_format" $v.logFormat
+  "OTEL_EXPORTER_OTLP_ENDPOINT" $v.otlpEndpoint
   | toJson -}}
 {{- end }}
 

@@ -40,10 +40,16 @@ pub(crate) fn function_headers(m: &BorrowedMessage<'_>) -> Vec<(String, String)>
                 Some(v) => v.to_owned(),
                 None => b64.encode(value),
             };
-            // CloudEvents' Kafka binding names attributes `ce_*`; HTTP's, `ce-*`.
-            match kh.key.strip_prefix("ce_") {
-                Some(attribute) => h.push((format!("ce-{attribute}"), value)),
-                None => h.push((format!("X-Kafka-{}", kh.key), value)),
+            // CloudEvents' Kafka binding names attributes `ce_*`; HTTP's, `ce-*`. W3C trace
+            // context keeps its names, so the trace continues.
+            if let Some(attribute) = kh.key.strip_prefix("ce_") {
+                h.push((format!("ce-{attribute}"), value));
+            } else if kh.key.eq_ignore_ascii_case("traceparent")
+                || kh.key.eq_ignore_ascii_case("tracestate")
+            {
+                h.push((kh.key.to_ascii_lowercase(), value));
+            } else {
+                h.push((format!("X-Kafka-{}", kh.key), value));
             }
         }
     }

@@ -257,7 +257,15 @@ impl Queue {
                     (None, Some(b)) => base64::engine::general_purpose::STANDARD.encode(b.as_ref()),
                     (None, None) => String::new(),
                 };
-                headers.push((format!("X-SQS-Attr-{name}"), value));
+                // W3C trace context attributes keep their names, so the trace continues.
+                let trace = name.eq_ignore_ascii_case("traceparent")
+                    || name.eq_ignore_ascii_case("tracestate");
+                let header = if trace {
+                    name.to_ascii_lowercase()
+                } else {
+                    format!("X-SQS-Attr-{name}")
+                };
+                headers.push((header, value));
                 original_attributes.push((name.clone(), v.clone()));
             }
         }

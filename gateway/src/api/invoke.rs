@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::Limited;
 use tributary_core::http::is_hop_by_hop;
 use tributary_core::queue::QueuedRequest;
+use tributary_core::trace::{ActiveSpan, SpanKind, TRACEPARENT, TraceContext};
 
 use super::{App, AppState, resolve_namespace};
 use crate::error::GatewayError;
@@ -62,6 +63,7 @@ pub(super) async fn invoke(State(app): App, request: Request) -> Response {
             let body = Body::new(Limited::new(body, app.max_body_size));
             let label = format!("{name}.{ns}");
             let source = ConnectorHeaders::of(&parts.headers);
+            let mut span = continue_trace(&mut parts.headers);
             let invocation = app.metrics.start(&label);
             let result = app
                 .provider
@@ -70,6 +72,13 @@ pub(super) async fn invoke(State(app): App, request: Request) -> Response {
             let response = result.unwrap_or_else(IntoResponse::into_response);
             let (status, took) = (response.status().as_u16(), started.elapsed());
             invocation.finish(status, took);
+            if let Some(span) = &mut span {
+                span.attr("faas.invoked_name", label.as_str());
+                span.attr("http.response.status_code", status.to_string());
+                if status >= 500 {
+                    span.fail(format!("the function answered {status}"));
+                }
+            }
             app.activity.record(&crate::activity::Call {
                 function: &label,
                 status,
@@ -89,6 +98,24 @@ pub(super) async fn invoke(State(app): App, request: Request) -> Response {
         headers.insert(X_DURATION_SECONDS, v);
     }
     response
+}
+
+/// With spans exported, the gateway's own span continues the caller's trace (or starts one) and
+/// the function gets it as its parent; without, `traceparent` passes through untouched.
+fn continue_trace(headers: &mut http::HeaderMap) -> Option<ActiveSpan> {
+    let tracer = tributary_core::trace::global();
+    if !tracer.enabled() {
+        return None;
+    }
+    let incoming = headers
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceContext::parse);
+    let span = tracer.start("proxy", SpanKind::Server, incoming.as_ref());
+    if let Ok(v) = HeaderValue::from_str(&span.context().header()) {
+        headers.insert(TRACEPARENT, v);
+    }
+    Some(span)
 }
 
 /// What a connector says of a call: `X-Connector`, `X-Topic`, `X-Delivery-Attempt`.

@@ -1,0 +1,370 @@
+//! W3C trace context and OpenTelemetry spans. Every component continues the trace a request or
+//! message carries in `traceparent` (or starts one) and passes its own span on; spans are
+//! exported over OTLP/HTTP (JSON) when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and not at all
+//! otherwise (the default).
+//!
+//! ```
+//! use tributary_core::trace::TraceContext;
+//! let incoming = TraceContext::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").unwrap();
+//! let mine = incoming.child();
+//! assert_eq!(mine.trace_id, incoming.trace_id);
+//! assert!(mine.header().starts_with("00-0af7651916cd43dd8448eb211c80319c-"));
+//! ```
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+/// The trace context header.
+pub const TRACEPARENT: &str = "traceparent";
+/// The vendor trace state header, passed on unchanged.
+pub const TRACESTATE: &str = "tracestate";
+/// Spans waiting for export; past this, new spans are dropped (and counted in the log).
+const QUEUE: usize = 4096;
+/// Spans per export request.
+const BATCH: usize = 512;
+/// How often spans are exported.
+const EVERY: Duration = Duration::from_secs(1);
+
+/// One span's place in a trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    /// The trace.
+    pub trace_id: u128,
+    /// This span.
+    pub span_id: u64,
+    /// Whether the trace is sampled (flag 01).
+    pub sampled: bool,
+}
+
+fn nonzero_u128() -> u128 {
+    fastrand::u128(1..)
+}
+
+fn nonzero_u64() -> u64 {
+    fastrand::u64(1..)
+}
+
+impl TraceContext {
+    /// Parses a `traceparent` value (`00-TRACE-SPAN-FLAGS`); `None` when invalid.
+    pub fn parse(value: &str) -> Option<Self> {
+        let mut parts = value.trim().split('-');
+        let (version, trace, span, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        // Version 00 has exactly four fields; later versions may add more.
+        if version.len() != 2
+            || version.eq_ignore_ascii_case("ff")
+            || (version == "00" && parts.next().is_some())
+        {
+            return None;
+        }
+        u8::from_str_radix(version, 16).ok()?;
+        if trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
+            return None;
+        }
+        let hex = |s: &str| {
+            s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        if !hex(trace) || !hex(span) || !hex(flags) {
+            return None;
+        }
+        let trace_id = u128::from_str_radix(trace, 16).ok().filter(|t| *t != 0)?;
+        let span_id = u64::from_str_radix(span, 16).ok().filter(|s| *s != 0)?;
+        let flags = u8::from_str_radix(flags, 16).ok()?;
+        Some(Self {
+            trace_id,
+            span_id,
+            sampled: flags & 1 == 1,
+        })
+    }
+
+    /// A new trace (sampled).
+    pub fn new_root() -> Self {
+        Self {
+            trace_id: nonzero_u128(),
+            span_id: nonzero_u64(),
+            sampled: true,
+        }
+    }
+
+    /// A new span in the same trace.
+    pub fn child(&self) -> Self {
+        Self {
+            span_id: nonzero_u64(),
+            ..*self
+        }
+    }
+
+    /// The `traceparent` value naming this span.
+    pub fn header(&self) -> String {
+        format!(
+            "00-{:032x}-{:016x}-{:02x}",
+            self.trace_id,
+            self.span_id,
+            u8::from(self.sampled)
+        )
+    }
+}
+
+/// What a span does, as OTLP numbers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanKind {
+    /// Inside a component.
+    Internal = 1,
+    /// Serving a request.
+    Server = 2,
+    /// Making a request.
+    Client = 3,
+    /// Handling a message.
+    Consumer = 5,
+}
+
+/// A span being timed; exported when it ends (on [`ActiveSpan::end`] or drop).
+pub struct ActiveSpan {
+    tracer: Tracer,
+    name: String,
+    kind: SpanKind,
+    context: TraceContext,
+    parent: Option<u64>,
+    start: SystemTime,
+    attributes: Vec<(String, String)>,
+    error: Option<String>,
+    ended: bool,
+}
+
+impl ActiveSpan {
+    /// This span's context, for `traceparent` and child spans.
+    pub fn context(&self) -> TraceContext {
+        self.context
+    }
+
+    /// Adds an attribute.
+    pub fn attr(&mut self, key: &str, value: impl Into<String>) {
+        if self.tracer.enabled() {
+            self.attributes.push((key.to_owned(), value.into()));
+        }
+    }
+
+    /// Marks the span failed.
+    pub fn fail(&mut self, error: impl Into<String>) {
+        self.error = Some(error.into());
+    }
+
+    /// Ends the span.
+    pub fn end(mut self) {
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        let Some(tx) = &self.tracer.inner else {
+            return;
+        };
+        let nanos = |t: SystemTime| {
+            t.duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+                .to_string()
+        };
+        let mut span = json!({
+            "traceId": format!("{:032x}", self.context.trace_id),
+            "spanId": format!("{:016x}", self.context.span_id),
+            "name": self.name,
+            "kind": self.kind as u8,
+            "startTimeUnixNano": nanos(self.start),
+            "endTimeUnixNano": nanos(SystemTime::now()),
+            "attributes": self.attributes.iter().map(|(k, v)| json!({"key": k, "value": {"stringValue": v}})).collect::<Vec<_>>(),
+            "status": match &self.error {
+                Some(e) => json!({"code": 2, "message": e}),
+                None => json!({"code": 1}),
+            },
+        });
+        if let Some(p) = self.parent {
+            span["parentSpanId"] = json!(format!("{p:016x}"));
+        }
+        if tx.spans.try_send(span).is_err() {
+            tracing::debug!("span export queue full: span dropped");
+        }
+    }
+}
+
+impl Drop for ActiveSpan {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+struct Exporter {
+    spans: mpsc::Sender<Value>,
+}
+
+/// Starts spans and exports them (or only computes their contexts, when disabled); cheap to
+/// clone.
+#[derive(Clone, Default)]
+pub struct Tracer {
+    inner: Option<Arc<Exporter>>,
+}
+
+impl Tracer {
+    /// A tracer that exports nothing: contexts are still computed and passed on.
+    pub fn disabled() -> Self {
+        Self::default()
+    }
+
+    /// A tracer exporting to an OTLP/HTTP endpoint (`http://collector:4318`; `/v1/traces` is
+    /// added unless given) as `service`. Needs a Tokio runtime. Export failures are logged and
+    /// the spans dropped.
+    pub fn otlp(endpoint: &str, service: &str) -> Result<Self, reqwest::Error> {
+        let url = if endpoint.trim_end_matches('/').ends_with("/v1/traces") {
+            endpoint.to_owned()
+        } else {
+            format!("{}/v1/traces", endpoint.trim_end_matches('/'))
+        };
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(export(client, url.clone(), service.to_owned(), rx));
+        tracing::info!(%url, service, "exporting OpenTelemetry spans over OTLP/HTTP");
+        Ok(Self {
+            inner: Some(Arc::new(Exporter { spans: tx })),
+        })
+    }
+
+    /// Whether spans are exported.
+    pub fn enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Starts a span continuing `parent` (its child), or a new trace.
+    pub fn start(
+        &self,
+        name: impl Into<String>,
+        kind: SpanKind,
+        parent: Option<&TraceContext>,
+    ) -> ActiveSpan {
+        ActiveSpan {
+            tracer: self.clone(),
+            name: if self.enabled() {
+                name.into()
+            } else {
+                String::new()
+            },
+            kind,
+            context: parent.map_or_else(TraceContext::new_root, TraceContext::child),
+            parent: parent.map(|p| p.span_id),
+            start: SystemTime::now(),
+            attributes: Vec::new(),
+            error: None,
+            ended: false,
+        }
+    }
+}
+
+/// Sends batches of spans every [`EVERY`] until every sender is gone.
+async fn export(
+    client: reqwest::Client,
+    url: String,
+    service: String,
+    mut rx: mpsc::Receiver<Value>,
+) {
+    let mut batch = Vec::new();
+    loop {
+        let deadline = tokio::time::sleep(EVERY);
+        tokio::pin!(deadline);
+        let open = loop {
+            tokio::select! {
+                span = rx.recv() => match span {
+                    Some(s) => {
+                        batch.push(s);
+                        if batch.len() >= BATCH {
+                            break true;
+                        }
+                    }
+                    None => break false,
+                },
+                () = &mut deadline => break true,
+            }
+        };
+        if !batch.is_empty() {
+            let body = json!({"resourceSpans": [{
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
+                "scopeSpans": [{"scope": {"name": "tributary", "version": env!("CARGO_PKG_VERSION")}, "spans": std::mem::take(&mut batch)}],
+            }]});
+            match client.post(&url).json(&body).send().await {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => {
+                    tracing::warn!(%url, status = %r.status(), "the OTLP endpoint refused spans")
+                }
+                Err(e) => tracing::warn!(%url, error = %crate::Chain(&e), "cannot export spans"),
+            }
+        }
+        if !open {
+            return;
+        }
+    }
+}
+
+static GLOBAL: OnceLock<Tracer> = OnceLock::new();
+
+/// Sets the process's tracer once (the CLI does, from `OTEL_EXPORTER_OTLP_ENDPOINT`).
+pub fn set_global(tracer: Tracer) {
+    let _ = GLOBAL.set(tracer);
+}
+
+/// The process's tracer (disabled unless [`set_global`] set one).
+pub fn global() -> &'static Tracer {
+    GLOBAL.get_or_init(Tracer::disabled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_valid_and_refuses_invalid_headers() {
+        let c = TraceContext::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+            .expect("valid");
+        assert_eq!(c.trace_id, 0x0af7651916cd43dd8448eb211c80319c);
+        assert_eq!(c.span_id, 0xb7ad6b7169203331);
+        assert!(c.sampled);
+        assert_eq!(
+            c.header(),
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        );
+        for bad in [
+            "",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
+            "00-xyz-b7ad6b7169203331-01",
+        ] {
+            assert!(TraceContext::parse(bad).is_none(), "{bad}");
+        }
+        assert!(
+            TraceContext::parse("01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00-later")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn children_keep_the_trace_and_roots_start_one() {
+        let root = TraceContext::new_root();
+        let child = root.child();
+        assert_eq!(child.trace_id, root.trace_id);
+        assert_ne!(child.span_id, root.span_id);
+        assert_ne!(TraceContext::new_root().trace_id, root.trace_id);
+        let span = Tracer::disabled().start("x", SpanKind::Internal, Some(&root));
+        assert_eq!(span.context().trace_id, root.trace_id);
+        assert_eq!(span.parent, Some(root.span_id));
+        assert!(TraceContext::parse(&span.context().header()).is_some());
+    }
+}

@@ -12,6 +12,10 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
 /// The benchmarks' error type.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -71,4 +75,36 @@ pub async fn time_connector(
     let _ = child.kill();
     let _ = child.wait();
     result
+}
+
+/// Produces `n` JSON records `{"n": i, "pad": ...}` to `topic`, round robin over 3 partitions.
+pub async fn kafka_produce(bootstrap: &str, topic: &str, n: usize) -> Result<(), Error> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .create()?;
+    let failed = futures::stream::iter(0..n)
+        .map(|i| {
+            let producer = &producer;
+            async move {
+                let payload = format!("{{\"n\":{i},\"pad\":\"0123456789abcdef0123456789abcdef\"}}");
+                let p = i32::try_from(i % 3).unwrap_or(0);
+                let record: FutureRecord<'_, str, str> = FutureRecord::to(topic)
+                    .payload(payload.as_str())
+                    .partition(p);
+                producer
+                    .send(record, Duration::from_secs(30))
+                    .await
+                    .is_err()
+            }
+        })
+        .buffer_unordered(1000)
+        .filter(|f| std::future::ready(*f))
+        .count()
+        .await;
+    if failed > 0 {
+        return Err(format!("{failed} records were not produced").into());
+    }
+    Ok(())
 }

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tributary_core::retry::{RetrySettings, retry_after};
 use tributary_core::trace::{SpanKind, TRACEPARENT, TraceContext};
 
+use crate::batch::{Batcher, ItemParts};
 use crate::invoker::{Delivery, InvocationOutcome, Invoker, Request};
 use crate::message::{DeadLetter, FailedInvocation, Message};
 use crate::metrics::ConnectorMetrics;
@@ -28,6 +29,12 @@ const UNKNOWN_FUNCTION_REFRESH: Duration = Duration::from_secs(1);
 
 /// A target function and its options (`None`: not in the topic map yet).
 type Target = (String, Option<Arc<FunctionOptions>>);
+/// A chosen function, its options and, for a batch function, where its outcome will arrive.
+type Chosen = (
+    String,
+    Arc<FunctionOptions>,
+    Option<tokio::sync::oneshot::Receiver<InvocationOutcome>>,
+);
 
 /// What every delivery task shares.
 pub(crate) struct Shared {
@@ -67,6 +74,8 @@ pub(crate) struct Dispatcher {
     done_rx: mpsc::UnboundedReceiver<String>,
     /// Options per function, parsed once per topic map.
     settings: (Arc<TopicMap>, HashMap<String, Arc<FunctionOptions>>),
+    /// The batching task of each batch function.
+    batchers: HashMap<String, Batcher>,
 }
 
 impl Dispatcher {
@@ -80,6 +89,7 @@ impl Dispatcher {
             done_tx,
             done_rx,
             settings: (Arc::default(), HashMap::new()),
+            batchers: HashMap::new(),
         }
     }
 
@@ -141,6 +151,11 @@ impl Dispatcher {
                 let settings = match self.settings.1.get(&f) {
                     Some(s) => Some(s.clone()),
                     None => self.shared.options(&map, &f).map(|s| {
+                        if let Some(e) = &s.batch_error
+                            && self.shared.reported.first_time(&f, e)
+                        {
+                            tracing::error!(function = %f, error = %e, "the function's batch annotations are invalid: it gets one message per call until they are fixed");
+                        }
                         let s = Arc::new(s);
                         self.settings.1.insert(f.clone(), s.clone());
                         s
@@ -151,10 +166,87 @@ impl Dispatcher {
             .collect()
     }
 
+    /// The batcher of a batch function (started, or restarted when its settings changed).
+    fn batcher(&mut self, function: &str, options: &Arc<FunctionOptions>) -> Option<Batcher> {
+        let settings = options.batch?;
+        match self.batchers.get(function) {
+            Some(b) if b.settings == settings => Some(b.clone()),
+            _ => {
+                let b = Batcher::start(
+                    self.shared.clone(),
+                    function.to_owned(),
+                    options.clone(),
+                    settings,
+                );
+                self.batchers.insert(function.to_owned(), b.clone());
+                Some(b)
+            }
+        }
+    }
+
+    /// The batchers of a message's batch functions, by function.
+    fn batchers_for(&mut self, targets: &[Target]) -> HashMap<String, Batcher> {
+        targets
+            .iter()
+            .filter_map(|(f, o)| Some((f.clone(), self.batcher(f, o.as_ref()?)?)))
+            .collect()
+    }
+
+    /// A message whose every target batches: filtered and queued into the batches now, in
+    /// admission order, so the messages of a key need not wait for each other (each batcher
+    /// keeps their order).
+    fn admit_batched(&mut self, a: Admitted, targets: Vec<Target>) {
+        let m = &a.message;
+        let known: Vec<(String, Arc<FunctionOptions>)> = targets
+            .into_iter()
+            .filter_map(|(f, o)| Some((f, o?)))
+            .collect();
+        let selected = select(
+            known,
+            &m.topic,
+            &m.payload,
+            &m.headers,
+            &self.shared.metrics,
+            &self.shared.reported,
+        );
+        let trace = incoming_trace(&m.headers).unwrap_or_else(TraceContext::new_root);
+        let mut chosen = Vec::with_capacity(selected.len());
+        for (f, o) in selected {
+            let rx = self.batcher(&f, &o).map(|b| {
+                b.queue(ItemParts {
+                    id: m.event.id.as_deref(),
+                    key: m.key.as_deref(),
+                    topic: &m.topic,
+                    headers: &m.headers,
+                    payload: &m.payload,
+                    context: &m.context,
+                    trace,
+                })
+            });
+            chosen.push((f, o, rx));
+        }
+        self.tasks.spawn(deliver(
+            self.shared.clone(),
+            a,
+            Vec::new(),
+            None,
+            HashMap::new(),
+            Some(chosen),
+        ));
+    }
+
     fn admit(&mut self, a: Admitted) {
         let topic = a.message.topic.clone();
         self.shared.metrics.received(&topic);
         let targets = self.targets(&a.message);
+        if !targets.is_empty()
+            && targets
+                .iter()
+                .all(|(_, o)| o.as_ref().is_some_and(|o| o.batch.is_some()))
+        {
+            self.admit_batched(a, targets);
+            return;
+        }
         if targets.is_empty() {
             tracing::debug!(%topic, "no function subscribes to this topic; acknowledging");
             self.shared.metrics.unrouted(&topic);
@@ -190,8 +282,15 @@ impl Dispatcher {
 
     fn start(&mut self, a: Admitted, targets: Vec<Target>, key: Option<String>) {
         let key = key.map(|k| (k, self.done_tx.clone()));
-        self.tasks
-            .spawn(deliver(self.shared.clone(), a, targets, key));
+        let batchers = self.batchers_for(&targets);
+        self.tasks.spawn(deliver(
+            self.shared.clone(),
+            a,
+            targets,
+            key,
+            batchers,
+            None,
+        ));
     }
 }
 
@@ -230,12 +329,24 @@ async fn hand_back(metrics: &ConnectorMetrics, a: Admitted) {
     drop(a.permit);
 }
 
-/// Delivers one message to its targets and settles it.
+/// The `traceparent` a message carries.
+fn incoming_trace(headers: &[(String, String)]) -> Option<TraceContext> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(TRACEPARENT))
+        .and_then(|(_, v)| TraceContext::parse(v))
+}
+
+/// Delivers one message to its targets and settles it: `chosen` when admission already
+/// filtered and queued it into batches, else `targets` (filtered here, batch functions queued
+/// through `batchers`).
 async fn deliver(
     shared: Arc<Shared>,
     a: Admitted,
     targets: Vec<Target>,
     key: Option<(String, mpsc::UnboundedSender<String>)>,
+    batchers: HashMap<String, Batcher>,
+    chosen: Option<Vec<Chosen>>,
 ) {
     let Admitted { message, permit } = a;
     let Message {
@@ -247,6 +358,7 @@ async fn deliver(
         delivery_count,
         call,
         event,
+        key: order_key,
         ..
     } = message;
     let mut guard = Settling {
@@ -259,22 +371,46 @@ async fn deliver(
     if shared.print_request_body {
         tracing::info!(%topic, body = %String::from_utf8_lossy(&payload), "request");
     }
-    let mut chosen = Vec::with_capacity(targets.len());
-    for (function, known) in targets {
-        let options = match known {
-            Some(o) => o,
-            None => Arc::new(unknown_function_options(&shared, &function).await),
-        };
-        chosen.push((function, options));
-    }
-    let targets = select(
-        chosen,
-        &topic,
-        &payload,
-        &headers,
-        &shared.metrics,
-        &shared.reported,
-    );
+    let incoming = incoming_trace(&headers);
+    let mut targets: Vec<Chosen> = match chosen {
+        Some(c) => c,
+        None => {
+            let mut known = Vec::with_capacity(targets.len());
+            for (function, options) in targets {
+                let options = match options {
+                    Some(o) => o,
+                    None => Arc::new(unknown_function_options(&shared, &function).await),
+                };
+                known.push((function, options));
+            }
+            let selected = select(
+                known,
+                &topic,
+                &payload,
+                &headers,
+                &shared.metrics,
+                &shared.reported,
+            );
+            let trace = incoming.unwrap_or_else(TraceContext::new_root);
+            selected
+                .into_iter()
+                .map(|(f, o)| {
+                    let rx = batchers.get(&f).map(|b| {
+                        b.queue(ItemParts {
+                            id: event.id.as_deref(),
+                            key: order_key.as_deref(),
+                            topic: &topic,
+                            headers: &headers,
+                            payload: &payload,
+                            context: &context,
+                            trace,
+                        })
+                    });
+                    (f, o, rx)
+                })
+                .collect()
+        }
+    };
     if targets.is_empty() {
         tracing::debug!(%topic, "no function's filter matches; acknowledging");
         ack.ack().await;
@@ -285,10 +421,6 @@ async fn deliver(
     }
     // The message's trace continues here (or one starts): receive → invoke → acknowledge.
     let tracer = tributary_core::trace::global();
-    let incoming = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(TRACEPARENT))
-        .and_then(|(_, v)| TraceContext::parse(v));
     let mut span = tracer.start("deliver", SpanKind::Consumer, incoming.as_ref());
     if tracer.enabled() {
         span.attr("messaging.destination.name", topic.as_str());
@@ -305,19 +437,39 @@ async fn deliver(
         event: &event,
         trace: span.context(),
     };
-    let settings: Vec<Arc<RetrySettings>> = targets.iter().map(|(_, o)| o.retry.clone()).collect();
+    let settings: Vec<Arc<RetrySettings>> =
+        targets.iter().map(|(_, o, _)| o.retry.clone()).collect();
     let max_retries = |s: &RetrySettings| match shared.policy {
         RetryPolicy::Redeliver => 0,
         _ => s.max_retries(),
     };
-    let mut outcomes = futures::future::join_all(targets.iter().map(|(f, o)| {
-        shared
-            .invoker
-            .invoke(f, &req, o, max_retries(&o.retry), &shared.cancel)
+    let (req, shared_ref) = (&req, &shared);
+    let mut outcomes = futures::future::join_all(targets.iter_mut().map(|(f, o, batched)| {
+        let batched = batched.take();
+        let (f, o) = (&*f, &*o);
+        async move {
+            match batched {
+                // A batch function: its batcher calls it and reports this message's part.
+                Some(rx) => rx
+                    .await
+                    .unwrap_or_else(|_| crate::batch::interrupted(f, req)),
+                None => {
+                    shared_ref
+                        .invoker
+                        .invoke(f, req, o, max_retries(&o.retry), &shared_ref.cancel)
+                        .await
+                }
+            }
+        }
     }))
     .await;
     if shared.policy == RetryPolicy::UntilDelivered {
-        hold_until_delivered(&shared, &req, &targets, &mut outcomes).await;
+        // Batchers hold failed items themselves: only direct calls are held here.
+        let direct: Vec<(String, Arc<FunctionOptions>)> = targets
+            .iter()
+            .map(|(f, o, _)| (f.clone(), o.clone()))
+            .collect();
+        hold_until_delivered(&shared, req, &direct, &mut outcomes).await;
     }
     for o in &outcomes {
         ack.observe(o);

@@ -45,6 +45,7 @@
 //! ```
 
 pub mod ack;
+pub mod batch;
 pub mod config;
 mod dispatch;
 pub mod event;

@@ -9,6 +9,7 @@ use serde_json::Value;
 use tributary_core::model::FunctionStatus;
 use tributary_core::retry::RetrySettings;
 
+use crate::batch::{BATCH_SIZE_ANNOTATION, BATCH_WINDOW_ANNOTATION, BatchSettings};
 use crate::event::{CLOUDEVENTS_ANNOTATION, wants_cloudevents};
 use crate::filter::{FILTER_ANNOTATION, Filter, FilterError, event_of};
 use crate::metrics::ConnectorMetrics;
@@ -22,6 +23,10 @@ pub(crate) struct FunctionOptions {
     pub(crate) cloudevents: bool,
     /// Its filter; a bad pattern lets nothing through.
     pub(crate) filter: Option<Result<Filter, FilterError>>,
+    /// Its batches, when annotated.
+    pub(crate) batch: Option<BatchSettings>,
+    /// Why its batch annotations cannot be used (it then gets one message per call).
+    pub(crate) batch_error: Option<String>,
 }
 
 impl FunctionOptions {
@@ -33,6 +38,10 @@ impl FunctionOptions {
         function: &str,
         f: &FunctionStatus,
     ) -> Self {
+        let batch = BatchSettings::parse(
+            f.annotation(BATCH_SIZE_ANNOTATION),
+            f.annotation(BATCH_WINDOW_ANNOTATION),
+        );
         Self {
             retry: Arc::new(
                 defaults
@@ -41,6 +50,8 @@ impl FunctionOptions {
             ),
             cloudevents: cloudevents || wants_cloudevents(f.annotation(CLOUDEVENTS_ANNOTATION)),
             filter: f.annotation(FILTER_ANNOTATION).map(Filter::parse),
+            batch: batch.as_ref().ok().copied().flatten(),
+            batch_error: batch.err(),
         }
     }
 
@@ -50,16 +61,19 @@ impl FunctionOptions {
             retry: Arc::new(defaults.clone()),
             cloudevents,
             filter: None,
+            batch: None,
+            batch_error: None,
         }
     }
 }
 
-/// Bad filters already reported, so each is logged once rather than per message.
+/// Bad annotations already reported, so each is logged once rather than per message.
 #[derive(Default)]
 pub(crate) struct Reported(Mutex<HashSet<(String, String)>>);
 
 impl Reported {
-    fn first_time(&self, function: &str, error: &FilterError) -> bool {
+    /// Whether `error` of `function` is new (and so worth logging).
+    pub(crate) fn first_time(&self, function: &str, error: &impl std::fmt::Display) -> bool {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())

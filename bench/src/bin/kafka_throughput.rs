@@ -15,40 +15,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use tributary_bench::{Error, free_port, rate, time_connector};
-
-async fn produce(bootstrap: &str, topic: &str, n: usize) -> Result<(), Error> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "5")
-        .set("batch.num.messages", "10000")
-        .create()?;
-    let failed = futures::stream::iter(0..n)
-        .map(|i| {
-            let producer = &producer;
-            async move {
-                let payload = format!("{{\"n\":{i},\"pad\":\"0123456789abcdef0123456789abcdef\"}}");
-                let p = i32::try_from(i % 3).unwrap_or(0);
-                let record: FutureRecord<'_, str, str> = FutureRecord::to(topic)
-                    .payload(payload.as_str())
-                    .partition(p);
-                producer
-                    .send(record, Duration::from_secs(30))
-                    .await
-                    .is_err()
-            }
-        })
-        .buffer_unordered(1000)
-        .filter(|f| std::future::ready(*f))
-        .count()
-        .await;
-    if failed > 0 {
-        return Err(format!("{failed} records were not produced").into());
-    }
-    Ok(())
-}
+use tributary_bench::{Error, free_port, kafka_produce as produce, rate, time_connector};
 
 /// (a) A bare consumer group reading the whole topic.
 fn raw_consume(bootstrap: &str, topic: &str, n: usize) -> Result<Duration, Error> {

@@ -47,6 +47,7 @@
 pub mod ack;
 pub mod batch;
 pub mod config;
+mod deliver;
 mod dispatch;
 pub mod event;
 pub mod filter;
@@ -55,6 +56,7 @@ pub mod lag;
 pub mod message;
 pub mod metrics;
 mod options;
+mod policy;
 pub mod runtime;
 pub mod source;
 #[cfg(feature = "test-util")]

@@ -374,3 +374,71 @@ async fn cron_firings_and_async_calls_carry_their_keys() {
         "{calls:?}"
     );
 }
+
+#[tokio::test]
+async fn nats_structured_events_and_the_global_cloudevents_setting() {
+    let nats = NatsServer::start();
+    let gw = GatewayProcess::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ev.jsonl");
+    // No annotation: cloudevents=binary on the connector turns it on for every function.
+    gw.deploy_ok(recorder_function("ev", "events.>", &file, &[]))
+        .await;
+    let _connector = ConnectorProcess::start(
+        "nats",
+        &gw,
+        &[
+            ("nats_url", nats.url.as_str()),
+            ("topics", "events.>"),
+            ("cloudevents", "binary"),
+            ("rebuild_interval", "500ms"),
+        ],
+    );
+    let client = async_nats::connect(&nats.url).await.unwrap();
+    let structured = r#"{"specversion":"1.0","id":"n-1","source":"/billing","type":"invoice.sent","datacontenttype":"text/plain","data":"invoice 9"}"#;
+    eventually(
+        Duration::from_secs(20),
+        "both messages delivered",
+        || async {
+            // Core NATS has no backlog: publish until the connector's subscription is up.
+            if read_records(&file).is_empty() {
+                client
+                    .publish("events.billing", structured.into())
+                    .await
+                    .unwrap();
+                client
+                    .publish("events.plain", "hello".into())
+                    .await
+                    .unwrap();
+                client.flush().await.unwrap();
+            }
+            read_records(&file).len() >= 2
+        },
+    )
+    .await;
+    let records = read_records(&file);
+    let event = records
+        .iter()
+        .find(|r| record_header(r, "ce-id") == "n-1")
+        .unwrap();
+    assert_eq!(event["body"], "invoice 9");
+    assert_eq!(record_header(event, "ce-type"), "invoice.sent");
+    assert_eq!(record_header(event, "ce-source"), "/billing");
+    assert_eq!(record_header(event, "content-type"), "text/plain");
+    let plain = records.iter().find(|r| r["body"] == "hello").unwrap();
+    assert_eq!(record_header(plain, "ce-source"), "/nats");
+    assert_eq!(record_header(plain, "ce-subject"), "events.plain");
+    assert_eq!(
+        record_header(plain, "ce-type"),
+        "com.tributary.nats.message"
+    );
+    assert_eq!(
+        record_header(plain, "ce-id").len(),
+        36,
+        "a UUID: core NATS has no stable id"
+    );
+    assert!(
+        record_header(plain, "idempotency-key").is_empty(),
+        "and so no idempotency key"
+    );
+}

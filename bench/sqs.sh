@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+. bench/lib.sh
 
 MESSAGES="${MESSAGES:-300}"
 bash scripts/setup
@@ -20,11 +21,5 @@ python3 -m moto.server -H 127.0.0.1 -p "$SQS_PORT" >"$WORK/moto.log" 2>&1 &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$SQS_PORT/"
 
-GW_PORT="$(free_port)"
-RUST_LOG=warn "$BIN/tributary" gateway --bind 127.0.0.1 --port "$GW_PORT" \
-        --basic-auth=false --state-dir "$WORK/state-$GW_PORT" &
-PIDS+=($!)
-wait_http "http://127.0.0.1:$GW_PORT/healthz"
-curl -fsS -o /dev/null "http://127.0.0.1:$GW_PORT/system/functions" \
-    -d '{"service":"echo","image":"bench/echo","envProcess":"tributary echo","envVars":{"mode":"http"},"annotations":{"topic":"bench"}}'
+start_gateway_with_echo
 "$BIN/sqs_throughput" "http://127.0.0.1:$SQS_PORT" "http://127.0.0.1:$GW_PORT" "$BIN/tributary" "$MESSAGES"

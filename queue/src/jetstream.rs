@@ -235,19 +235,8 @@ impl AsyncQueue for JetStreamQueue {
                 what: "the NATS server's max_payload",
             });
         }
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(META_HEADER, meta.as_str());
-        let subject = format!(
-            "{REQUEST_STREAM}.{}.{}",
-            request.function, request.namespace
-        );
-        let ack = self
-            .js
-            .publish_with_headers(subject, headers, request.body.clone())
-            .await
-            .map_err(|e| self.err("cannot publish the request", e))?;
-        ack.await
-            .map_err(|e| self.err("the request was not stored", e))?;
+        self.publish_request(&request, &meta, request.body.clone())
+            .await?;
         Ok(())
     }
 
@@ -349,19 +338,7 @@ impl AsyncQueue for JetStreamQueue {
                 "it cannot be redriven; delete it",
             ));
         };
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(META_HEADER, meta.as_str());
-        let subject = format!(
-            "{REQUEST_STREAM}.{}.{}",
-            request.function, request.namespace
-        );
-        let ack = self
-            .js
-            .publish_with_headers(subject, headers, m.payload)
-            .await
-            .map_err(|e| self.err("cannot publish the redriven request", e))?;
-        ack.await
-            .map_err(|e| self.err("the redriven request was not stored", e))?;
+        self.publish_request(&request, &meta, m.payload).await?;
         self.delete_dead_letter(id).await?;
         Ok(true)
     }
@@ -378,6 +355,30 @@ impl AsyncQueue for JetStreamQueue {
 }
 
 impl JetStreamQueue {
+    /// Stores a request (its encoded metadata `meta`, its `body`) on its function's subject
+    /// and waits until the stream has it.
+    async fn publish_request(
+        &self,
+        request: &QueuedRequest,
+        meta: &str,
+        body: Bytes,
+    ) -> Result<(), QueueError> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(META_HEADER, meta);
+        let subject = format!(
+            "{REQUEST_STREAM}.{}.{}",
+            request.function, request.namespace
+        );
+        let ack = self
+            .js
+            .publish_with_headers(subject, headers, body)
+            .await
+            .map_err(|e| self.err("cannot publish the request", e))?;
+        ack.await
+            .map_err(|e| self.err("the request was not stored", e))?;
+        Ok(())
+    }
+
     /// Dead letter `seq`, or `None` when the stream has no such message.
     async fn dead_letter_message(
         &self,

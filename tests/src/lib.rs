@@ -274,6 +274,15 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Publishes to JetStream and waits until the stream has it.
+pub async fn js_publish(js: &async_nats::jetstream::Context, subject: String, body: String) {
+    js.publish(subject, body.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+}
+
 /// A real `nats-server -js` on a free port with its own storage folder, killed on drop.
 pub struct NatsServer {
     child: Child,
@@ -285,6 +294,41 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
+    /// Creates a file-backed JetStream stream `name` on `subjects`; a context to publish with.
+    pub async fn stream(&self, name: &str, subjects: &str) -> async_nats::jetstream::Context {
+        let client = async_nats::connect(&self.url).await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        js.get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: name.into(),
+            subjects: vec![subjects.into()],
+            storage: async_nats::jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .expect("stream");
+        js
+    }
+
+    /// `tributary connector nats` in JetStream mode on `stream` for `topics` (topic map rebuilt
+    /// every 500ms), with extra settings.
+    pub fn jetstream_connector(
+        &self,
+        gw: &GatewayProcess,
+        stream: &str,
+        topics: &str,
+        extra: &[(&str, &str)],
+    ) -> ConnectorProcess {
+        let mut env = vec![
+            ("nats_url", self.url.as_str()),
+            ("topics", topics),
+            ("nats_mode", "jetstream"),
+            ("stream", stream),
+            ("rebuild_interval", "500ms"),
+        ];
+        env.extend_from_slice(extra);
+        ConnectorProcess::start("nats", gw, &env)
+    }
+
     /// Starts a JetStream-enabled server and waits until it accepts connections.
     pub fn start() -> Self {
         Self::start_with_config("")

@@ -12,7 +12,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tributary_tests::kafka::KafkaBroker;
 use tributary_tests::sqs::MotoServer;
-use tributary_tests::{ConnectorProcess, GatewayProcess, NatsServer, eventually, metric_value};
+use tributary_tests::{
+    ConnectorProcess, GatewayProcess, NatsServer, eventually, js_publish, metric_value,
+};
 
 /// A mode=http function that records each batch it gets (`{"items", "failed"}` per line) and
 /// reports as failed, once, every item whose payload has `"fail": true`.
@@ -271,34 +273,12 @@ async fn jetstream_batches_redeliver_only_the_failed_items() {
     let dir = tempfile::tempdir().unwrap();
     let (d, record) = batch_function(dir.path(), "work-batch", "work.>", "5");
     gw.deploy_ok(d).await;
-    let client = async_nats::connect(&nats.url).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    js.get_or_create_stream(async_nats::jetstream::stream::Config {
-        name: "work".into(),
-        subjects: vec!["work.>".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let js = nats.stream("work", "work.>").await;
     for n in 0..5 {
         let body = json!({"n": n, "key": "all", "fail": n == 2}).to_string();
-        js.publish(format!("work.{n}"), body.into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        js_publish(&js, format!("work.{n}"), body).await;
     }
-    let _connector = ConnectorProcess::start(
-        "nats",
-        &gw,
-        &[
-            ("nats_url", nats.url.as_str()),
-            ("topics", "work.>"),
-            ("nats_mode", "jetstream"),
-            ("stream", "work"),
-            ("rebuild_interval", "500ms"),
-        ],
-    );
+    let _connector = nats.jetstream_connector(&gw, "work", "work.>", &[]);
     eventually(Duration::from_secs(60), "all five done", || async {
         succeeded(&record).len() == 5
     })

@@ -8,13 +8,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use async_nats::jetstream;
 use serde_json::{Value, json};
 use tributary_tests::kafka::KafkaBroker;
 use tributary_tests::sqs::MotoServer;
 use tributary_tests::{
-    ConnectorProcess, GatewayProcess, NatsServer, eventually, metric_value, read_records,
-    record_bodies, record_header, recorder_function,
+    ConnectorProcess, GatewayProcess, NatsServer, eventually, js_publish, metric_value,
+    read_records, record_bodies, record_header, recorder_function,
 };
 
 fn with_annotation(mut d: Value, key: &str, value: &str) -> Value {
@@ -237,34 +236,12 @@ async fn jetstream_keys_follow_the_stream_sequence_across_retries() {
     let d = recorder_function("job", "jobs.>", &file, &[("FAIL_FIRST", "1")]);
     gw.deploy_ok(with_annotation(d, "com.tributary.cloudevents", "binary"))
         .await;
-    let client = async_nats::connect(&nats.url).await.unwrap();
-    let js = jetstream::new(client);
-    js.get_or_create_stream(jetstream::stream::Config {
-        name: "work".into(),
-        subjects: vec!["jobs.>".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let js = nats.stream("work", "jobs.>").await;
     for i in 1..=2 {
-        js.publish(format!("jobs.j{i}"), format!("job-{i}").into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        js_publish(&js, format!("jobs.j{i}"), format!("job-{i}")).await;
     }
-    let _connector = ConnectorProcess::start(
-        "nats",
-        &gw,
-        &[
-            ("nats_url", nats.url.as_str()),
-            ("topics", "jobs.>"),
-            ("nats_mode", "jetstream"),
-            ("stream", "work"),
-            ("rebuild_interval", "500ms"),
-            ("initial_retry_wait", "50ms"),
-        ],
-    );
+    let _connector =
+        nats.jetstream_connector(&gw, "work", "jobs.>", &[("initial_retry_wait", "50ms")]);
     // Each job fails once and is retried: four calls, two per key.
     let records = wait_records(&file, 4).await;
     for r in &records {

@@ -5,11 +5,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use async_nats::jetstream;
 use futures::StreamExt;
 use tributary_tests::{
-    ConnectorProcess, GatewayProcess, NatsServer, eventually, kill_mid_stream_and_restart,
-    read_records, recorder_function,
+    ConnectorProcess, GatewayProcess, NatsServer, eventually, js_publish,
+    kill_mid_stream_and_restart, read_records, recorder_function,
 };
 
 async fn wait_for_log(connector: &ConnectorProcess, needle: &str) {
@@ -109,36 +108,19 @@ async fn core_mode_fans_out_matches_wildcards_passes_headers_and_replies() {
     assert!(["exact", "wild"].contains(&h.get("X-Function-Name").unwrap().as_str()));
 }
 
-async fn create_stream(nats: &NatsServer, subjects: &str) -> jetstream::Context {
-    let client = async_nats::connect(&nats.url).await.unwrap();
-    let js = jetstream::new(client);
-    js.get_or_create_stream(jetstream::stream::Config {
-        name: "tributary-events".into(),
-        subjects: vec![subjects.into()],
-        storage: jetstream::stream::StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    js
-}
-
+/// The connector in JetStream mode on the stream `tributary-events` (its default) for `jobs.>`.
 fn jetstream_connector(
     nats: &NatsServer,
     gw: &GatewayProcess,
     extra: &[(&str, &str)],
 ) -> ConnectorProcess {
     let mut env = vec![
-        ("nats_url", nats.url.as_str()),
-        ("topics", "jobs.>"),
-        ("nats_mode", "jetstream"),
         ("ack_wait", "2s"),
         ("max_inflight", "8"),
-        ("rebuild_interval", "500ms"),
         ("print_response", "false"),
     ];
     env.extend_from_slice(extra);
-    ConnectorProcess::start("nats", gw, &env)
+    nats.jetstream_connector(gw, "tributary-events", "jobs.>", &env)
 }
 
 #[tokio::test]
@@ -154,14 +136,10 @@ async fn jetstream_delivers_every_message_across_a_sigkill() {
         &[("DELAY_MS", "15")],
     ))
     .await;
-    let js = create_stream(&nats, "jobs.>").await;
+    let js = nats.stream("tributary-events", "jobs.>").await;
     let n = 300;
     for i in 0..n {
-        js.publish(format!("jobs.{}", i % 3), format!("job-{i:03}").into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        js_publish(&js, format!("jobs.{}", i % 3), format!("job-{i:03}")).await;
     }
     let (_, duplicates, _connector) =
         kill_mid_stream_and_restart(|| jetstream_connector(&nats, &gw, &[]), &record, n).await;
@@ -184,7 +162,7 @@ async fn jetstream_dead_letters_go_to_the_dead_letter_subject() {
         &[("ALWAYS_STATUS", "500")],
     ))
     .await;
-    let js = create_stream(&nats, "jobs.>").await;
+    let js = nats.stream("tributary-events", "jobs.>").await;
     let client = async_nats::connect(&nats.url).await.unwrap();
     let mut dlq = client.subscribe("dlq.jobs").await.unwrap();
     client.flush().await.unwrap();

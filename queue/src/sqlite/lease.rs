@@ -9,6 +9,7 @@ use tokio::sync::Notify;
 use tributary_core::queue::{DeadLetterRecord, QueueError, now_ms};
 
 use super::LEASE;
+use super::commit::GroupCommit;
 use super::db::Db;
 use crate::backend::Lease;
 
@@ -16,6 +17,8 @@ use crate::backend::Lease;
 /// (`lease_token`).
 pub(super) struct SqliteLease {
     pub(super) db: Arc<Db>,
+    /// Acknowledgements go through the group commit.
+    pub(super) commit: GroupCommit,
     pub(super) notify: Arc<Notify>,
     pub(super) id: i64,
     pub(super) token: i64,
@@ -24,16 +27,7 @@ pub(super) struct SqliteLease {
 #[async_trait]
 impl Lease for SqliteLease {
     async fn ack(&self) -> Result<(), QueueError> {
-        let (id, token) = (self.id, self.token);
-        self.db
-            .run("cannot remove the request", move |conn| {
-                conn.execute(
-                    "DELETE FROM requests WHERE id = ?1 AND lease_token = ?2",
-                    params![id, token],
-                )
-            })
-            .await
-            .map(drop)
+        self.commit.ack(self.id, self.token).await
     }
 
     async fn retry(&self, delay: Duration) -> Result<(), QueueError> {

@@ -1,6 +1,7 @@
 //! The embedded queue: one SQLite database in WAL mode. Accepting a request commits with
-//! `synchronous=FULL`, so it survives a crash of the process or the machine; leases, acks and
-//! retries commit with `synchronous=NORMAL` (durable across a process crash; after a power loss
+//! `synchronous=FULL`, so it survives a crash of the process or the machine; accepts and acks
+//! made at the same time share one transaction (group commit); leases, acks and retries commit with
+//! `synchronous=NORMAL` (durable across a process crash; after a power loss
 //! the worst case is a redelivery, which at-least-once allows). One process owns the file; on
 //! open, leases left by a previous (killed) process are released so their requests run again.
 
@@ -119,6 +120,7 @@ impl SqliteQueue {
                 attempt,
                 lease: Box::new(SqliteLease {
                     db: self.db.clone(),
+                    commit: self.commit.clone(),
                     notify: self.notify.clone(),
                     id,
                     token,
@@ -351,6 +353,39 @@ mod tests {
                 ..QueueStats::default()
             }
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_acks_share_commits_and_a_stale_lease_removes_nothing() {
+        use crate::backend::Lease;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let q = SqliteQueue::open(&dir.path().join("q.db")).expect("opens");
+        for i in 0..50 {
+            q.enqueue(request(&format!("c{i}"))).await.expect("enqueue");
+        }
+        let cancel = CancellationToken::new();
+        let mut leased = Vec::new();
+        while leased.len() < 50 {
+            leased.extend(q.lease(50, &cancel).await.expect("lease"));
+        }
+        // A lease taken over by someone else (a new token) is not ours to remove.
+        let stale = SqliteLease {
+            db: q.db.clone(),
+            commit: q.commit.clone(),
+            notify: q.notify.clone(),
+            id: 1,
+            token: 0,
+        };
+        stale.ack().await.expect("a stale ack is not an error");
+        assert_eq!(q.depth().await.expect("depth"), 50, "and removed nothing");
+        let acks: Vec<_> = leased
+            .into_iter()
+            .map(|l| tokio::spawn(async move { l.lease.ack().await }))
+            .collect();
+        for a in acks {
+            a.await.expect("joins").expect("acked");
+        }
+        assert_eq!(q.depth().await.expect("depth"), 0);
     }
 
     #[test]

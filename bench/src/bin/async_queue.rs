@@ -143,6 +143,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         rate(end_to_end)
     );
     println!(
+        "ratio async accepted / sync: {:.2}x",
+        sync.as_secs_f64() / accept.as_secs_f64()
+    );
+    println!(
         "ratio async end-to-end / sync: {:.2}x",
         sync.as_secs_f64() / end_to_end.as_secs_f64()
     );

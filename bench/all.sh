@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs the benches that print ratios against a baseline measured in the same run (proxy vs
+# nginx and direct, async vs sync on both queue backends, Kafka vs raw consume and HTTP, batch
+# sizes) ROUNDS times and prints each ratio's median and range over the rounds.
+#
+#   bash bench/all.sh          # ROUNDS=3 by default; logs stay in the printed folder
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+ROUNDS="${ROUNDS:-3}"
+LOGS="$(mktemp -d)"
+log "logs in $LOGS"
+for round in $(seq "$ROUNDS"); do
+    for bench in proxy async kafka batch; do
+        log "round $round of $ROUNDS: bench/$bench.sh"
+        if ! bash "bench/$bench.sh" >"$LOGS/$bench.$round.log" 2>&1; then
+            tail -20 "$LOGS/$bench.$round.log" >&2
+            die "bench/$bench.sh failed in round $round (log: $LOGS/$bench.$round.log)"
+        fi
+    done
+done
+python3 bench/ratios.py "$LOGS"/*.log

@@ -28,7 +28,9 @@ const consoleErrors = [];
 // The refused login's 401 is logged by the browser as a failed load: expected, not an error.
 page.on('console', (m) => { if (m.type() === 'error' && !m.text().includes('401')) consoleErrors.push(m.text()); });
 page.on('pageerror', (e) => consoleErrors.push(e.message));
-page.on('dialog', (d) => d.accept());
+// Every confirmation is recorded (and accepted): writes must ask first.
+const dialogs = [];
+page.on('dialog', (d) => { dialogs.push(d.message()); d.accept(); });
 const result = { accessibility: {}, screenshots: [] };
 
 async function shot(name) {
@@ -172,6 +174,9 @@ await step('deploy, scale and delete from the dashboard', async () => {
   await expectText('main h1', 'Functions');
   await page.locator('tr[data-function="echo"]').waitFor();
   if (await page.locator('tr[data-function="from-ui"]').count()) throw new Error('from-ui is still listed');
+  for (const asked of ['Deploy from-ui', 'Scale from-ui to 2', 'Delete from-ui']) {
+    if (!dialogs.some((d) => d.startsWith(asked))) throw new Error(`no confirmation "${asked}…": ${dialogs.join(' | ')}`);
+  }
 });
 
 await step('keyboard: skip link, then the navigation by Tab and Enter', async () => {

@@ -391,6 +391,7 @@ function deployView(main) {
     if ($('#d-schedule').value.trim()) annotations.schedule = $('#d-schedule').value.trim();
     const deployment = { service: name, image: $('#d-image').value.trim(), envVars: lines($('#d-env').value), labels: lines($('#d-labels').value), annotations };
     if ($('#d-process').value.trim()) deployment.envProcess = $('#d-process').value.trim();
+    if (!confirm(`Deploy ${name} from ${deployment.image}?`)) return;
     if (await send('POST', '/system/functions', deployment, `Deployed ${name}.`)) location.hash = `#/function/${enc(name)}`;
   });
   return () => {};

@@ -181,6 +181,23 @@ mod tests {
             "{text}"
         );
         assert_eq!(reported.0.lock().expect("lock").len(), 1, "reported once");
+        let batched = opts(&[
+            (BATCH_SIZE_ANNOTATION, "10"),
+            (BATCH_WINDOW_ANNOTATION, "2s"),
+        ]);
+        assert_eq!(
+            batched.batch.map(|b| (b.size, b.window)),
+            Some((10, Duration::from_secs(2)))
+        );
+        assert!(batched.batch_error.is_none());
+        // A bad batch annotation: single calls, and the reason kept to be logged once.
+        let bad = opts(&[(BATCH_SIZE_ANNOTATION, "0")]);
+        assert!(bad.batch.is_none());
+        assert!(
+            bad.batch_error
+                .as_deref()
+                .is_some_and(|e| e.contains(BATCH_SIZE_ANNOTATION))
+        );
         assert!(opts(&[(CLOUDEVENTS_ANNOTATION, "binary")]).cloudevents);
         assert!(!opts(&[]).cloudevents);
     }

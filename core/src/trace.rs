@@ -21,6 +21,12 @@ use tokio::sync::{mpsc, oneshot};
 pub const TRACEPARENT: &str = "traceparent";
 /// The vendor trace state header, passed on unchanged.
 pub const TRACESTATE: &str = "tracestate";
+/// Whether a header or message attribute is W3C trace context (kept under its own name by
+/// connectors, so the trace continues).
+pub fn is_trace_context(name: &str) -> bool {
+    name.eq_ignore_ascii_case(TRACEPARENT) || name.eq_ignore_ascii_case(TRACESTATE)
+}
+
 /// Spans waiting for export; past this, new spans are dropped (and counted in the log).
 const QUEUE: usize = 4096;
 /// Spans per export request.

@@ -301,12 +301,9 @@ async fn redrive_and_delete(
             .as_u64()
             .unwrap()
     };
+    // gw.http sends the gateway's credentials.
     let send = |method: reqwest::Method, path: String| {
         let request = gw.http.request(method, gw.url(&path));
-        let request = match gw.credentials() {
-            Some(c) => request.basic_auth(&c.user, Some(&c.password)),
-            None => request,
-        };
         async move { request.send().await.unwrap() }
     };
     let path = format!("/system/async-dead-letters/{}", key(id2));

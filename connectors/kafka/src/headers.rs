@@ -44,9 +44,7 @@ pub(crate) fn function_headers(m: &BorrowedMessage<'_>) -> Vec<(String, String)>
             // context keeps its names, so the trace continues.
             if let Some(attribute) = kh.key.strip_prefix("ce_") {
                 h.push((format!("ce-{attribute}"), value));
-            } else if kh.key.eq_ignore_ascii_case("traceparent")
-                || kh.key.eq_ignore_ascii_case("tracestate")
-            {
+            } else if tributary_core::trace::is_trace_context(kh.key) {
                 h.push((kh.key.to_ascii_lowercase(), value));
             } else {
                 h.push((format!("X-Kafka-{}", kh.key), value));

@@ -258,8 +258,7 @@ impl Queue {
                     (None, None) => String::new(),
                 };
                 // W3C trace context attributes keep their names, so the trace continues.
-                let trace = name.eq_ignore_ascii_case("traceparent")
-                    || name.eq_ignore_ascii_case("tracestate");
+                let trace = tributary_core::trace::is_trace_context(name);
                 let header = if trace {
                     name.to_ascii_lowercase()
                 } else {

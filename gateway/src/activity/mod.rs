@@ -22,8 +22,8 @@ const MAX_FUNCTIONS: usize = 10_000;
 
 /// One finished call, as [`Activity::record`] takes it.
 pub struct Call<'a> {
-    /// `name.namespace`.
-    pub function: &'a str,
+    /// `name.namespace` (kept in the recent list).
+    pub function: String,
     /// The answer's status.
     pub status: u16,
     /// How long it took.
@@ -113,11 +113,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Activity {
     /// Records one finished call.
-    pub fn record(&self, call: &Call<'_>) {
+    pub fn record(&self, call: Call<'_>) {
         let now = SystemTime::now();
         let epoch = series::epoch_of(now);
         let failed = !(200..400).contains(&call.status);
-        if let Some(series) = self.series(call.function) {
+        if let Some(series) = self.series(&call.function) {
             lock(&series).record(epoch, call.took, failed);
         }
         let at_ms = tributary_core::queue::now_ms();
@@ -142,7 +142,7 @@ impl Activity {
         }
         recent.push_front(RecentCall {
             at_ms,
-            function: call.function.to_owned(),
+            function: call.function,
             status: call.status,
             duration_ms: (call.took.as_secs_f64() * 1e6).round() / 1e3,
             call_id: call.call_id.to_owned(),
@@ -212,14 +212,9 @@ impl Activity {
 mod tests {
     use super::*;
 
-    fn call<'a>(
-        function: &'a str,
-        status: u16,
-        connector: Option<&'a str>,
-        attempt: u32,
-    ) -> Call<'a> {
+    fn call<'a>(function: &str, status: u16, connector: Option<&'a str>, attempt: u32) -> Call<'a> {
         Call {
-            function,
+            function: function.to_owned(),
             status,
             took: Duration::from_millis(3),
             call_id: "id",
@@ -232,10 +227,10 @@ mod tests {
     #[test]
     fn flows_come_from_connector_headers_and_count_failures_and_retries() {
         let a = Activity::default();
-        a.record(&call("f.fn", 200, None, 1));
-        a.record(&call("f.fn", 500, Some("kafka-connector"), 1));
-        a.record(&call("f.fn", 200, Some("kafka-connector"), 2));
-        a.record(&call("g.fn", 200, Some("kafka-connector"), 1));
+        a.record(call("f.fn", 200, None, 1));
+        a.record(call("f.fn", 500, Some("kafka-connector"), 1));
+        a.record(call("f.fn", 200, Some("kafka-connector"), 2));
+        a.record(call("g.fn", 200, Some("kafka-connector"), 1));
         let s = a.snapshot();
         assert_eq!(s.functions["f.fn"].total, 3);
         assert_eq!(s.functions["f.fn"].total_errors, 1);
@@ -258,7 +253,7 @@ mod tests {
     fn the_recent_list_is_bounded() {
         let a = Activity::default();
         for _ in 0..(RECENT + 20) {
-            a.record(&call("f.fn", 200, None, 1));
+            a.record(call("f.fn", 200, None, 1));
         }
         assert_eq!(a.snapshot().recent.len(), RECENT);
     }

@@ -79,8 +79,8 @@ pub(super) async fn invoke(State(app): App, request: Request) -> Response {
                     span.fail(format!("the function answered {status}"));
                 }
             }
-            app.activity.record(&crate::activity::Call {
-                function: &label,
+            app.activity.record(crate::activity::Call {
+                function: label,
                 status,
                 took,
                 call_id: call_id.to_str().unwrap_or(""),

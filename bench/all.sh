@@ -3,16 +3,18 @@
 # nginx and direct, async vs sync on both queue backends, Kafka vs raw consume and HTTP, batch
 # sizes) ROUNDS times and prints each ratio's median and range over the rounds.
 #
-#   bash bench/all.sh          # ROUNDS=3 by default; logs stay in the printed folder
+#   bash bench/all.sh                   # ROUNDS=3 by default; logs stay in the printed folder
+#   BENCHES="proxy async" bash bench/all.sh   # a subset
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ROUNDS="${ROUNDS:-3}"
+BENCHES="${BENCHES:-proxy async kafka batch}"
 LOGS="$(mktemp -d)"
 log "logs in $LOGS"
 for round in $(seq "$ROUNDS"); do
-    for bench in proxy async kafka batch; do
+    for bench in $BENCHES; do
         log "round $round of $ROUNDS: bench/$bench.sh"
         if ! bash "bench/$bench.sh" >"$LOGS/$bench.$round.log" 2>&1; then
             tail -20 "$LOGS/$bench.$round.log" >&2

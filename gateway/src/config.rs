@@ -41,6 +41,10 @@ pub struct GatewayConfig {
     /// Connections open at once (0: three quarters of the open-files limit); more wait.
     #[arg(long, env = "max_connections", default_value = "0", value_parser = tributary_core::units::parse_whole)]
     pub max_connections: u32,
+    /// Threads serving HTTP, each with its own event loop as nginx's workers (0: one per
+    /// available CPU).
+    #[arg(long, env = "http_workers", default_value = "0", value_parser = tributary_core::units::parse_whole)]
+    pub http_workers: u32,
     /// How long open requests get to finish at shutdown before connections are closed.
     #[arg(long, env = "shutdown_grace", default_value = "10s", value_parser = tributary_core::units::parse_duration)]
     pub shutdown_grace: Duration,
@@ -105,6 +109,10 @@ impl GatewayConfig {
             read_timeout: self.read_timeout,
             max_connections,
             shutdown_grace: self.shutdown_grace,
+            workers: match self.http_workers {
+                0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+                n => usize::try_from(n).unwrap_or(usize::MAX),
+            },
         }
     }
 

@@ -106,7 +106,11 @@ impl Gateway {
 
     /// The axum router serving the whole API.
     pub fn router(&self) -> axum::Router {
-        let state = Arc::new(api::AppState {
+        api::router(self.state(), self.guard.clone())
+    }
+
+    fn state(&self) -> Arc<api::AppState> {
+        Arc::new(api::AppState {
             provider: self.provider.clone(),
             metrics: self.metrics.clone(),
             max_body_size: self.config.max_body_size,
@@ -116,8 +120,7 @@ impl Gateway {
             queue: self.queue.clone(),
             lag: self.lag.clone(),
             activity: self.activity.clone(),
-        });
-        api::router(state, self.guard.clone())
+        })
     }
 
     /// Serves until `cancel` fires, then drains connections and stops every function process.
@@ -126,7 +129,9 @@ impl Gateway {
         listener: TcpListener,
         cancel: CancellationToken,
     ) -> std::io::Result<()> {
-        let router = self.router();
+        let state = self.state();
+        let router = api::router(state.clone(), self.guard.clone());
+        let hot = api::hot_path(state);
         let addr = listener.local_addr()?;
         if self.config.autoscaler.enabled {
             let scaler = autoscaler::Autoscaler::new(
@@ -148,7 +153,8 @@ impl Gateway {
             queue = self.queue.as_ref().map_or("none", |q| q.backend()),
             "gateway listening"
         );
-        let served = server::serve(listener, router, self.config.server_limits(), cancel).await;
+        let served =
+            server::serve(listener, router, hot, self.config.server_limits(), cancel).await;
         tracing::info!("gateway stopped accepting requests; stopping functions");
         self.provider.shutdown().await;
         served

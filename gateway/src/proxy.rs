@@ -13,14 +13,14 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use tributary_core::http::HOP_BY_HOP;
+use tributary_core::http::{HOP_BY_HOP, is_hop_by_hop};
 
 use crate::error::GatewayError;
 
 /// Forwards requests to `host:port` upstreams with a timeout on the response head.
 #[derive(Clone)]
 pub struct HttpProxy {
-    client: Client<HttpConnector, Body>,
+    clients: std::sync::Arc<thread_local::ThreadLocal<Client<HttpConnector, Body>>>,
     timeout: Duration,
     max_body_size: usize,
 }
@@ -28,15 +28,8 @@ pub struct HttpProxy {
 impl HttpProxy {
     /// A proxy whose upstream calls time out after `timeout`.
     pub fn new(timeout: Duration, max_body_size: usize) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
         Self {
-            client,
+            clients: Default::default(),
             timeout,
             max_body_size,
         }
@@ -56,8 +49,8 @@ impl HttpProxy {
         strip_hop_by_hop(&mut parts.headers);
         let body = self.sized(body).await?;
         let request = Request::from_parts(parts, body);
-        let response = match tokio::time::timeout(self.timeout, self.client.request(request)).await
-        {
+        let client = self.clients.get_or(new_client);
+        let response = match tokio::time::timeout(self.timeout, client.request(request)).await {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => {
                 if is_length_limit(&e) {
@@ -104,7 +97,21 @@ impl HttpProxy {
     }
 }
 
+fn new_client() -> Client<HttpConnector, Body> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .build(connector)
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names instead of a lookup per listed name.
+    if !headers.keys().any(|k| is_hop_by_hop(k.as_str())) {
+        return;
+    }
     if let Some(listed) = headers.get(header::CONNECTION).cloned()
         && let Ok(listed) = listed.to_str()
     {

@@ -67,6 +67,8 @@ async fn the_connection_cap_holds_newcomers_logs_it_and_recovers() {
     let gw = GatewayProcess::start_with(
         GatewayOptions::default()
             .env("max_connections", "4")
+            // One cap shared by every worker thread, not four each.
+            .env("http_workers", "3")
             .env("read_timeout", "2s"),
     )
     .await;

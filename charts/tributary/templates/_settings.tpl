@@ -31,6 +31,7 @@
   "read_timeout" $g.readTimeout
   "max_body_size" $g.maxBodySize
   "max_connections" $g.maxConnections
+  "http_workers" $g.httpWorkers
   "shutdown_grace" $g.shutdownGrace
   "max_replicas" $g.maxReplicas
   "callback_allow" $g.callbackAllow

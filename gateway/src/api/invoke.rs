@@ -5,7 +5,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::Limited;
 use tributary_core::http::is_hop_by_hop;
@@ -16,9 +16,12 @@ use super::{App, AppState, resolve_namespace};
 use crate::error::GatewayError;
 use crate::model::validate_name;
 
-const X_CALL_ID: &str = "x-call-id";
-const X_START_TIME: &str = "x-start-time";
-const X_DURATION_SECONDS: &str = "x-duration-seconds";
+const X_CALL_ID: HeaderName = HeaderName::from_static("x-call-id");
+const X_START_TIME: HeaderName = HeaderName::from_static("x-start-time");
+const X_DURATION_SECONDS: HeaderName = HeaderName::from_static("x-duration-seconds");
+const X_CONNECTOR: HeaderName = HeaderName::from_static("x-connector");
+const X_TOPIC: HeaderName = HeaderName::from_static("x-topic");
+const X_DELIVERY_ATTEMPT: HeaderName = HeaderName::from_static("x-delivery-attempt");
 
 /// Splits `/function/NAME[.NAMESPACE][/rest]` into name, namespace and the function-relative path.
 fn split_function_path(
@@ -127,17 +130,17 @@ struct ConnectorHeaders {
 
 impl ConnectorHeaders {
     fn of(headers: &http::HeaderMap) -> Self {
-        let text = |name: &str| {
+        let text = |name: HeaderName| {
             headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
         Self {
-            connector: text("x-connector"),
-            topic: text("x-topic"),
+            connector: text(X_CONNECTOR),
+            topic: text(X_TOPIC),
             attempt: headers
-                .get("x-delivery-attempt")
+                .get(X_DELIVERY_ATTEMPT)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok()),
         }
@@ -231,8 +234,9 @@ async fn enqueue(app: &AppState, request: Request) -> Result<HeaderValue, Gatewa
 /// The caller's `X-Call-Id`, or a new UUID.
 fn call_id(headers: &http::HeaderMap) -> HeaderValue {
     headers.get(X_CALL_ID).cloned().unwrap_or_else(|| {
-        HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
-            .unwrap_or(HeaderValue::from_static("unknown"))
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+        HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("unknown"))
     })
 }
 

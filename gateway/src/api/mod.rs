@@ -110,13 +110,41 @@ const DRAIN_CAP: u64 = 64 * 1024 * 1024;
 /// How long an oversized body is read before answering 413.
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Answers 413 to a request whose declared `Content-Length` is over the limit. The body is read
-/// and discarded first (bounded), so the client sees the 413 rather than a reset connection.
+/// `/function/*` and `/async-function/*` served without the router's dispatch and middleware
+/// (the same handlers and body limit): the proxy's hot path.
+pub(crate) fn hot_path(state: Arc<AppState>) -> crate::server::HotPath {
+    Arc::new(move |request: Request| {
+        let state = state.clone();
+        Box::pin(async move {
+            let request = match within_limit(state.max_body_size, request).await {
+                Ok(request) => request,
+                Err(response) => return response,
+            };
+            if request.uri().path().starts_with("/function/") {
+                invoke::invoke(State(state), request).await
+            } else {
+                invoke::invoke_async(State(state), request).await
+            }
+        })
+    })
+}
+
+/// Answers 413 to a request whose declared `Content-Length` is over the limit.
 async fn reject_oversized(
     State(limit): State<usize>,
     request: Request,
     next: axum::middleware::Next,
 ) -> Response {
+    match within_limit(limit, request).await {
+        Ok(request) => next.run(request).await,
+        Err(response) => response,
+    }
+}
+
+/// The request back, or 413 when its declared `Content-Length` is over `limit`. The body is
+/// read and discarded first (bounded), so the client sees the 413 rather than a reset
+/// connection.
+async fn within_limit(limit: usize, request: Request) -> Result<Request, Response> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -127,9 +155,9 @@ async fn reject_oversized(
             if n <= DRAIN_CAP {
                 drain(request.into_body(), DRAIN_CAP, DRAIN_TIME).await;
             }
-            GatewayError::PayloadTooLarge { limit }.into_response()
+            Err(GatewayError::PayloadTooLarge { limit }.into_response())
         }
-        _ => next.run(request).await,
+        _ => Ok(request),
     }
 }
 

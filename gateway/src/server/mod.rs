@@ -1,21 +1,34 @@
 //! The gateway's HTTP server, hardened against clients that do not play along: a deadline for
 //! request headers, idle connections closed, a cap on open connections
 //! (logged when reached), TCP_NODELAY, and a shutdown that ends within a bounded grace even when
-//! clients keep connections half-sent.
+//! clients keep connections half-sent. Connections are served by worker threads, each with its
+//! own single-threaded runtime (nginx's model: no hand-offs between threads on the hot path).
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 mod idle;
 
+use axum::response::IntoResponse as _;
+use futures::FutureExt as _;
+use futures::future::{BoxFuture, Either};
 use hyper::server::conn::http1;
 use hyper::service::Service as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+
+/// Serves function calls without the router: see [`is_hot`].
+pub type HotPath = Arc<
+    dyn Fn(http::Request<axum::body::Body>) -> BoxFuture<'static, axum::response::Response>
+        + Send
+        + Sync,
+>;
 
 /// Limits of the server.
 #[derive(Debug, Clone, Copy)]
@@ -27,14 +40,127 @@ pub struct ServerLimits {
     pub max_connections: usize,
     /// How long connections get to finish at shutdown before they are closed.
     pub shutdown_grace: Duration,
+    /// Threads that accept and serve connections, each with its own single-threaded runtime
+    /// (nginx's worker model); 0 serves on the calling runtime instead.
+    pub workers: usize,
 }
 
 /// Serves `app` on `listener` until `cancel` fires, then lets open connections finish for at
-/// most `shutdown_grace`.
+/// most `shutdown_grace`; function calls go to `hot` instead.
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
+    hot: HotPath,
     limits: ServerLimits,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    // One cap for all workers.
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    if limits.workers == 0 {
+        let routes = Routes {
+            app,
+            hot,
+            main: None,
+        };
+        return accept_loop(listener, routes, limits, permits, cancel).await;
+    }
+    // Requests other than function calls run on the calling runtime, where the providers'
+    // long-lived tasks live; the workers only carry the hot path.
+    let main = tokio::runtime::Handle::current();
+    let listener = listener.into_std()?;
+    let stop = cancel.child_token();
+    let mut done = Vec::new();
+    for i in 0..limits.workers {
+        // Each worker polls its own handle of the one listening socket: the kernel hands a new
+        // connection to whichever accepts first.
+        let listener = listener.try_clone()?;
+        let routes = Routes {
+            app: app.clone(),
+            hot: hot.clone(),
+            main: Some(main.clone()),
+        };
+        let (stop, permits) = (stop.clone(), permits.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("http-worker-{i}"))
+            .spawn(move || {
+                let result = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .and_then(|rt| {
+                        rt.block_on(async {
+                            let listener = TcpListener::from_std(listener)?;
+                            accept_loop(listener, routes, limits, permits, stop).await
+                        })
+                    });
+                let _ = tx.send(result);
+            })?;
+        done.push(rx);
+    }
+    drop(listener);
+    let mut result = Ok(());
+    for rx in done {
+        let failed = match rx.await {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(_) => std::io::Error::other("an HTTP worker thread panicked"),
+        };
+        tracing::error!(error = %failed, "an HTTP worker stopped: stopping the others");
+        stop.cancel();
+        result = Err(failed);
+    }
+    result
+}
+
+/// Whether a request is a function call: served by the hot path, on the worker that accepted it.
+fn is_hot(path: &str) -> bool {
+    ["/function/", "/async-function/"]
+        .iter()
+        .any(|prefix| path.len() > prefix.len() && path.starts_with(prefix))
+}
+
+/// Where requests go.
+#[derive(Clone)]
+struct Routes {
+    app: axum::Router,
+    hot: HotPath,
+    /// The runtime requests other than function calls run on, when not this one.
+    main: Option<Handle>,
+}
+
+impl Routes {
+    fn call(
+        &self,
+        request: http::Request<hyper::body::Incoming>,
+    ) -> impl Future<Output = Result<axum::response::Response, Infallible>> + use<> {
+        if is_hot(request.uri().path()) {
+            return Either::Left((self.hot)(request.map(axum::body::Body::new)).map(Ok));
+        }
+        let routed = TowerToHyperService::new(self.app.clone()).call(request);
+        Either::Right(match &self.main {
+            None => Either::Left(routed),
+            Some(main) => {
+                let task = main.spawn(routed);
+                Either::Right(async move {
+                    match task.await {
+                        Ok(response) => response,
+                        Err(e) => {
+                            tracing::error!(error = %e, "request handler failed");
+                            Ok(http::StatusCode::INTERNAL_SERVER_ERROR.into_response())
+                        }
+                    }
+                })
+            }
+        })
+    }
+}
+
+/// Accepts and serves connections on the current runtime.
+async fn accept_loop(
+    listener: TcpListener,
+    routes: Routes,
+    limits: ServerLimits,
+    permits: Arc<Semaphore>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     // HTTP/1.1 only, as OpenFaaS's gateway: the header deadline then also covers a connection
@@ -44,7 +170,6 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.read_timeout);
     let graceful = GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut at_limit = false;
     loop {
         if permits.available_permits() == 0 && !at_limit {
@@ -79,12 +204,11 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let activity = idle::Activity::new();
-        let tower = TowerToHyperService::new(app.clone());
         let service = hyper::service::service_fn({
-            let activity = activity.clone();
+            let (activity, routes) = (activity.clone(), routes.clone());
             move |request| {
                 let busy = activity.busy();
-                let call = tower.call(request);
+                let call = routes.call(request);
                 async move {
                     let response = call.await?;
                     // The request stays in progress until its response body is sent.
@@ -117,4 +241,27 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_hot;
+
+    #[test]
+    fn only_function_calls_take_the_hot_path() {
+        assert!(is_hot("/function/echo"));
+        assert!(is_hot("/function/echo.dev/a/b"));
+        assert!(is_hot("/async-function/echo"));
+        for path in [
+            "/function/",
+            "/function",
+            "/async-function/",
+            "/system/functions",
+            "/ui/",
+            "/healthz",
+            "/functions/x",
+        ] {
+            assert!(!is_hot(path), "{path}");
+        }
+    }
 }

@@ -78,6 +78,9 @@ pub(super) struct Cache {
     namespaces: RwLock<BTreeMap<String, Arc<NamespaceCache>>>,
     labelled: Store<Namespace>,
     cancel: CancellationToken,
+    /// The runtime the cache was started on: watches run there, whichever HTTP worker's
+    /// request asked for a namespace first (a worker's runtime ends with the server).
+    runtime: tokio::runtime::Handle,
 }
 
 impl Cache {
@@ -95,6 +98,7 @@ impl Cache {
             namespaces: RwLock::new(BTreeMap::new()),
             labelled,
             cancel: cancel.clone(),
+            runtime: tokio::runtime::Handle::current(),
         });
         cache.ensure(&default_namespace);
         let api: Api<Namespace> = Api::all(client);
@@ -179,6 +183,7 @@ impl Cache {
         map.entry(namespace.to_owned())
             .or_insert_with(|| {
                 tracing::info!(namespace, "watching function deployments and endpoints");
+                let _on_main = self.runtime.enter();
                 let cancel = self.cancel.child_token();
                 let deployments = watch(
                     Api::namespaced(self.client.clone(), namespace),

@@ -68,6 +68,9 @@ struct Inner {
     secrets: SecretStore,
     /// (namespace, name) → captured output; outlives updates of the function.
     logs: Mutex<HashMap<(String, String), Arc<LogBook>>>,
+    /// The runtime the provider was made on: replica supervisors run there, whichever HTTP
+    /// worker's request started them (a worker's runtime ends with the server).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 /// Variables of the gateway's own environment a function process inherits; nothing else is.
@@ -143,6 +146,7 @@ impl LocalProvider {
                 secrets: SecretStore::new(state.clone()),
                 state,
                 logs: Mutex::default(),
+                runtime: tokio::runtime::Handle::try_current().ok(),
             }),
         }
     }

@@ -40,12 +40,11 @@ impl LocalProvider {
         while set.running.len() < desired && !function.cancel.is_cancelled() {
             let id = self.inner.next_replica.fetch_add(1, Ordering::Relaxed);
             let cancel = function.cancel.child_token();
-            let task = tokio::spawn(supervise(
-                self.inner.clone(),
-                function.clone(),
-                id,
-                cancel.clone(),
-            ));
+            let supervisor = supervise(self.inner.clone(), function.clone(), id, cancel.clone());
+            let task = match &self.inner.runtime {
+                Some(runtime) => runtime.spawn(supervisor),
+                None => tokio::spawn(supervisor),
+            };
             set.running.push(Replica { id, cancel, task });
         }
         let mut stopping = Vec::new();

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Memory benchmark: resident set size (VmRSS) of the NATS connector idle and after delivering
+# MESSAGES core-NATS messages to the echo function through the gateway, and of the gateway
+# itself. When ../shared/openfaas/bin/of-nats-connector exists, OpenFaaS's NATS connector runs the
+# same load in the same run (it needs the broker on port 4222) and the ratios Tributary/OpenFaaS
+# are printed; otherwise that part says SKIPPED.
+#
+#   bash bench/rss.sh               # MESSAGES=20000 by default
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+MESSAGES="${MESSAGES:-20000}"
+need_apt curl curl
+need_apt nats-server nats-server
+NATS_SERVER="$(command -v nats-server || echo /usr/sbin/nats-server)"
+OF_NATS="$(cd .. && pwd)/shared/openfaas/bin/of-nats-connector"
+
+log "building release binary"
+cargo build --release -q --bin tributary
+BIN="$CARGO_TARGET_DIR/release/tributary"
+use_workdir
+
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+
+# OpenFaaS's connector always dials port 4222: use it when free.
+NATS_PORT=4222
+if ! python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",4222))' 2>/dev/null; then
+    NATS_PORT="$(free_port)"
+fi
+"$NATS_SERVER" -a 127.0.0.1 -p "$NATS_PORT" 2>"$WORK/nats.log" &
+PIDS+=($!)
+
+GW_PORT="$(free_port)"
+RUST_LOG=warn "$BIN" gateway --bind 127.0.0.1 --port "$GW_PORT" \
+    --basic-auth=false --state-dir "$WORK/state" 2>"$WORK/gw.log" &
+GW_PID=$!
+PIDS+=($GW_PID)
+wait_http "http://127.0.0.1:$GW_PORT/healthz"
+curl -fsS -o /dev/null "http://127.0.0.1:$GW_PORT/system/functions" -d '{"service":"echo",
+    "image":"bench/echo","envProcess":"tributary echo","envVars":{"mode":"http"},
+    "annotations":{"topic":"bench.rss"}}'
+wait_http "http://127.0.0.1:$GW_PORT/function/echo"
+sleep 1
+GW_IDLE="$(rss_kb "$GW_PID")"
+
+# calls: the gateway's count of answered calls of echo.
+calls() {
+    curl -fsS "http://127.0.0.1:$GW_PORT/metrics" |
+        awk '/^gateway_function_invocation_total\{.*function_name="echo/ {n += $2} END {printf "%d\n", n}'
+}
+
+# publish N: N core-NATS messages on bench.rss, in one connection.
+publish() {
+    python3 - "$NATS_PORT" "$1" <<'PY'
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+s = socket.create_connection(("127.0.0.1", port))
+s.recv(4096)
+s.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\n')
+chunk = b"".join(b"PUB bench.rss 5\r\nhello\r\n" for _ in range(1000))
+for _ in range(n // 1000):
+    s.sendall(chunk)
+s.sendall(b"PING\r\n")
+buf = b""
+while b"PONG" not in buf:
+    buf += s.recv(4096)
+PY
+}
+
+# measure NAME PID: idle RSS, then RSS once MESSAGES more calls were answered; prints a row.
+measure() {
+    local name="$1" pid="$2" before idle loaded i=0
+    sleep 2
+    idle="$(rss_kb "$pid")"
+    before="$(calls)"
+    publish "$MESSAGES"
+    while [ "$(calls)" -lt $((before + MESSAGES)) ]; do
+        i=$((i + 1))
+        [ "$i" -le 1200 ] || die "$name: only $(($(calls) - before)) of $MESSAGES calls in 120 s"
+        sleep 0.1
+    done
+    loaded="$(rss_kb "$pid")"
+    printf '%s %s %s\n' "$name" "$idle" "$loaded"
+}
+
+gateway_url="http://127.0.0.1:$GW_PORT" nats_url="nats://127.0.0.1:$NATS_PORT" topics=bench.rss \
+    metrics_port=0 RUST_LOG=warn "$BIN" connector nats 2>"$WORK/tri-nats.log" &
+TRI_PID=$!
+PIDS+=($TRI_PID)
+TRI="$(measure tributary "$TRI_PID")"
+kill "$TRI_PID"
+
+OF=""
+if [ ! -x "$OF_NATS" ]; then
+    log "SKIPPED OpenFaaS's nats-connector: $OF_NATS not found"
+elif [ "$NATS_PORT" != 4222 ]; then
+    log "SKIPPED OpenFaaS's nats-connector: port 4222 is taken and it cannot use another"
+else
+    gateway_url="http://127.0.0.1:$GW_PORT" broker_host=127.0.0.1 topics=bench.rss \
+        asynchronous_invocation=false basic_auth=false "$OF_NATS" >"$WORK/of-nats.log" 2>&1 &
+    OF_PID=$!
+    PIDS+=($OF_PID)
+    OF="$(measure openfaas "$OF_PID")"
+    kill "$OF_PID"
+fi
+GW_LOADED="$(rss_kb "$GW_PID")"
+
+printf '\n%-26s %10s %16s\n' process "idle MB" "after load MB"
+awk -v i="$GW_IDLE" -v l="$GW_LOADED" 'BEGIN { printf "%-26s %10.1f %16.1f\n", "gateway", i / 1024, l / 1024 }'
+for row in "$TRI" "$OF"; do
+    [ -n "$row" ] || continue
+    read -r n i l <<<"$row"
+    awk -v n="$n nats-connector" -v i="$i" -v l="$l" 'BEGIN { printf "%-26s %10.1f %16.1f\n", n, i / 1024, l / 1024 }'
+done
+printf '(after load: %s messages delivered)\n' "$MESSAGES"
+if [ -n "$OF" ]; then
+    read -r _ ti tl <<<"$TRI"
+    read -r _ oi ol <<<"$OF"
+    awk -v ti="$ti" -v tl="$tl" -v oi="$oi" -v ol="$ol" 'BEGIN {
+        printf "\nratio nats-connector RSS idle tributary/openfaas: %.2fx\n", ti / oi
+        printf "ratio nats-connector RSS after load tributary/openfaas: %.2fx\n", tl / ol
+    }'
+fi

@@ -3,12 +3,12 @@
 # messages/s through /async-function (stored, invoked by the worker, result posted to a callback)
 # against synchronous /function calls of the same mode=http echo function in the same run.
 #
-#   bash bench/async.sh               # MESSAGES=5000 CONCURRENCY=32 by default
+#   bash bench/async.sh               # MESSAGES=20000 CONCURRENCY=32 by default
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-MESSAGES="${MESSAGES:-5000}"
+MESSAGES="${MESSAGES:-20000}"
 CONCURRENCY="${CONCURRENCY:-32}"
 need_apt curl curl
 need_apt nats-server nats-server

@@ -81,6 +81,7 @@ measure() {
         sleep 0.1
     done
     loaded="$(rss_kb "$pid")"
+    [ -z "${RSS_DETAIL:-}" ] || grep -E "^(Rss|Anonymous|Private)" "/proc/$pid/smaps_rollup" >&2
     printf '%s %s %s\n' "$name" "$idle" "$loaded"
 }
 

@@ -151,7 +151,12 @@ async fn bind(args: &GatewayArgs, work_dir: PathBuf) -> anyhow::Result<Bound> {
             auth: client_auth.clone(),
             metrics_port: 0,
         };
-        Some(Worker::new(queue, &args.worker, &link)?.with_registry(gateway.registry())?)
+        // It reads the topic map over HTTP, but calls functions in-process: no third hop.
+        Some(
+            Worker::new(queue, &args.worker, &link)?
+                .with_registry(gateway.registry())?
+                .with_loopback(gateway.loopback()),
+        )
     } else {
         None
     };

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use tributary_core::Chain;
-use tributary_core::client::{ClientError, GatewayClient, Invocation};
+use tributary_core::client::{ClientError, GatewayClient, Invocation, Loopback, invocation_path};
 use tributary_core::http::http_client;
 use tributary_core::retry::{RetrySettings, retry_after};
 
@@ -84,6 +84,8 @@ pub struct Invoker {
     content_type: Arc<str>,
     connector: Arc<str>,
     metrics: ConnectorMetrics,
+    /// The gateway in-process, when the connector runs inside it.
+    loopback: Option<Loopback>,
 }
 
 enum Attempt {
@@ -97,11 +99,13 @@ enum Attempt {
 }
 
 impl Invoker {
-    /// An invoker for the connector named `connector` (sent as `X-Connector`).
+    /// An invoker for the connector named `connector` (sent as `X-Connector`), calling the
+    /// gateway through `loopback` when given, else over HTTP.
     pub fn new(
         config: &ControllerConfig,
         connector: &str,
         metrics: ConnectorMetrics,
+        loopback: Option<Loopback>,
     ) -> Result<Self, ClientError> {
         let http = http_client(
             &format!(
@@ -121,11 +125,12 @@ impl Invoker {
             content_type: config.content_type.as_str().into(),
             connector: connector.into(),
             metrics,
+            loopback,
         })
     }
 
-    /// The HTTP request for attempt number `attempt` (1 for the first); `cloudevents`: in
-    /// CloudEvents binary mode.
+    /// The request for attempt number `attempt` (1 for the first), its URI the gateway path;
+    /// `cloudevents`: in CloudEvents binary mode.
     fn request(
         &self,
         function: &str,
@@ -133,7 +138,7 @@ impl Invoker {
         attempt: u32,
         cloudevents: bool,
         trace: TraceContext,
-    ) -> reqwest::RequestBuilder {
+    ) -> Result<http::Request<Bytes>, http::Error> {
         let (headers, body) = match req.call {
             None if cloudevents => {
                 let (h, b) = binary_mode(req.event, req.payload.clone(), req.headers);
@@ -144,14 +149,13 @@ impl Invoker {
         let has = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
         let mut builder = match req.call {
             // A replayed call: its own method, path and headers, only its idempotency key added.
-            Some(call) => {
-                self.client
-                    .invocation(Invocation::Sync, call.method.clone(), function, &call.path)
-            }
+            Some(call) => http::Request::builder()
+                .method(call.method.clone())
+                .uri(invocation_path(Invocation::Sync, function, &call.path)),
             None => {
-                let mut b = self
-                    .client
-                    .invocation(self.kind, reqwest::Method::POST, function, "");
+                let mut b = http::Request::builder()
+                    .method(http::Method::POST)
+                    .uri(invocation_path(self.kind, function, ""));
                 if !has("x-topic") {
                     b = b.header("X-Topic", req.topic);
                 }
@@ -180,7 +184,31 @@ impl Invoker {
         builder.body(body)
     }
 
-    /// One HTTP call, classified by `settings`.
+    /// Sends `request` to the gateway, in-process when there is a loopback: the status, headers
+    /// and body of the answer, or why there is none.
+    async fn send(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> Result<(http::StatusCode, http::HeaderMap, Bytes), String> {
+        if let Some(loopback) = &self.loopback {
+            let (parts, body) = loopback(request).await.into_parts();
+            return Ok((parts.status, parts.headers, body));
+        }
+        let response = self
+            .client
+            .send_invocation(request)
+            .send()
+            .await
+            .map_err(|e| Chain(&e).to_string())?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        match response.bytes().await {
+            Ok(body) => Ok((status, headers, body)),
+            Err(e) => Err(format!("reading the response failed: {}", Chain(&e))),
+        }
+    }
+
+    /// One call, classified by `settings`.
     async fn attempt(
         &self,
         function: &str,
@@ -191,40 +219,28 @@ impl Invoker {
         trace: TraceContext,
     ) -> Attempt {
         let started = Instant::now();
-        let sent = self
-            .request(function, req, number, cloudevents, trace)
-            .send()
-            .await;
+        let sent = match self.request(function, req, number, cloudevents, trace) {
+            Ok(request) => self.send(request).await,
+            Err(e) => Err(format!("the message's headers make no valid request: {e}")),
+        };
         let attempt = match sent {
-            Err(e) => Attempt::Retry {
+            Err(error) => Attempt::Retry {
                 status: None,
-                error: Chain(&e).to_string(),
+                error,
                 headers: http::HeaderMap::new(),
                 body: Bytes::new(),
             },
-            Ok(response) => {
-                let status = response.status();
-                let headers = response.headers().clone();
-                match response.bytes().await {
-                    Err(e) => Attempt::Retry {
-                        status: Some(status.as_u16()),
-                        error: format!("reading the response failed: {}", Chain(&e)),
-                        headers,
-                        body: Bytes::new(),
-                    },
-                    Ok(body)
-                        if !status.is_success() && settings.is_retryable(Some(status.as_u16())) =>
-                    {
-                        Attempt::Retry {
-                            status: Some(status.as_u16()),
-                            error: format!("function answered {status}"),
-                            headers,
-                            body,
-                        }
-                    }
-                    Ok(body) => Attempt::Done(status.as_u16(), headers, body),
+            Ok((status, headers, body))
+                if !status.is_success() && settings.is_retryable(Some(status.as_u16())) =>
+            {
+                Attempt::Retry {
+                    status: Some(status.as_u16()),
+                    error: format!("function answered {status}"),
+                    headers,
+                    body,
                 }
             }
+            Ok((status, headers, body)) => Attempt::Done(status.as_u16(), headers, body),
         };
         self.metrics.attempt(function, started.elapsed());
         attempt

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
-use tributary_core::client::{ClientError, GatewayClient};
+use tributary_core::client::{ClientError, GatewayClient, Loopback};
 
 use crate::config::{ConfigError, ControllerConfig};
 use crate::dispatch::{Dispatcher, Shared};
@@ -87,6 +87,7 @@ pub struct Connector {
     config: Arc<ControllerConfig>,
     subscribers: Vec<Arc<dyn ResponseSubscriber>>,
     metrics: ConnectorMetrics,
+    loopback: Option<Loopback>,
 }
 
 impl Connector {
@@ -102,6 +103,7 @@ impl Connector {
             config: Arc::new(config),
             subscribers,
             metrics: ConnectorMetrics::new(),
+            loopback: None,
         }
     }
 
@@ -114,6 +116,13 @@ impl Connector {
     /// Keeps the connector's metrics in `metrics` (e.g. registered in a host's registry).
     pub fn with_metrics(mut self, metrics: ConnectorMetrics) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// Calls functions through `loopback` instead of over HTTP: for a connector that runs
+    /// inside the gateway (its queue worker). The topic map still comes from `gateway_url`.
+    pub fn with_loopback(mut self, loopback: Loopback) -> Self {
+        self.loopback = Some(loopback);
         self
     }
 
@@ -156,7 +165,7 @@ impl Connector {
                 })?;
             tokio::spawn(self.metrics.clone().serve(listener, stop.clone()));
         }
-        let invoker = Invoker::new(&config, &name, self.metrics.clone())?;
+        let invoker = Invoker::new(&config, &name, self.metrics.clone(), self.loopback.clone())?;
         let sync = TopicMapSync::new(&config, self.metrics.clone())?;
         if !sync.sync_until_ready(&cancel).await {
             tracing::info!("stopped before the topic map was built; no message was taken");

@@ -101,6 +101,27 @@ pub enum Invocation {
     Async,
 }
 
+/// The gateway path invoking `function` (`name` or `name.namespace`) at its own `path` (`""`
+/// or `/sub/path?query`): `/function/NAME{path}` or `/async-function/NAME{path}`.
+pub fn invocation_path(kind: Invocation, function: &str, path: &str) -> String {
+    let route = match kind {
+        Invocation::Sync => "function",
+        Invocation::Async => "async-function",
+    };
+    format!("/{route}/{function}{path}")
+}
+
+/// A gateway called in-process instead of over HTTP (the queue worker built into the gateway
+/// calls functions through it): takes a request whose URI is a gateway path
+/// ([`invocation_path`]) and answers as the gateway would.
+pub type Loopback = std::sync::Arc<
+    dyn Fn(
+            http::Request<bytes::Bytes>,
+        ) -> std::pin::Pin<Box<dyn Future<Output = http::Response<bytes::Bytes>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// A client for one gateway.
 #[derive(Debug, Clone)]
 pub struct GatewayClient {
@@ -305,12 +326,20 @@ impl GatewayClient {
         function: &str,
         path: &str,
     ) -> reqwest::RequestBuilder {
-        let route = match kind {
-            Invocation::Sync => "function",
-            Invocation::Async => "async-function",
-        };
+        self.http.request(
+            method,
+            format!("{}{}", self.base, invocation_path(kind, function, path)),
+        )
+    }
+
+    /// `request`, whose URI is a gateway path (see [`invocation_path`]), sent to this gateway
+    /// with its method, headers and body. No credentials, as [`GatewayClient::invocation`].
+    pub fn send_invocation(&self, request: http::Request<bytes::Bytes>) -> reqwest::RequestBuilder {
+        let (parts, body) = request.into_parts();
         self.http
-            .request(method, format!("{}/{route}/{function}{path}", self.base))
+            .request(parts.method, format!("{}{}", self.base, parts.uri))
+            .headers(parts.headers)
+            .body(body)
     }
 
     /// `POST /function/NAME` with `body`; the function's answer, whatever its status.

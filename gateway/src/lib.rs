@@ -109,6 +109,12 @@ impl Gateway {
         api::router(self.state(), self.guard.clone())
     }
 
+    /// Function calls served in-process, as `/function/*` and `/async-function/*` over HTTP
+    /// would be (for the gateway's own queue worker).
+    pub fn loopback(&self) -> tributary_core::client::Loopback {
+        api::loopback(self.state())
+    }
+
     fn state(&self) -> Arc<api::AppState> {
         Arc::new(api::AppState {
             provider: self.provider.clone(),
@@ -158,5 +164,61 @@ impl Gateway {
         tracing::info!("gateway stopped accepting requests; stopping functions");
         self.provider.shutdown().await;
         served
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http::StatusCode;
+
+    /// A gateway on the local provider with a `cat` function, bodies limited to 16 bytes.
+    async fn gateway() -> (Gateway, tempfile::TempDir) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let config = GatewayConfig {
+            max_body_size: 16,
+            ..GatewayConfig::default()
+        };
+        let state = StateDir::open(Some(tmp.path())).expect("state");
+        let provider = LocalProvider::new(
+            LocalConfig::default(),
+            &config,
+            state,
+            CancellationToken::new(),
+        );
+        provider
+            .deploy(model::FunctionDeployment {
+                service: "cat".into(),
+                env_process: Some("cat".into()),
+                ..Default::default()
+            })
+            .await
+            .expect("deploys");
+        (Gateway::new(config, Arc::new(provider), None), tmp)
+    }
+
+    fn post(path: &str, body: &'static str) -> http::Request<Bytes> {
+        http::Request::post(path)
+            .header(http::header::CONTENT_LENGTH, body.len())
+            .body(Bytes::from_static(body.as_bytes()))
+            .expect("request")
+    }
+
+    #[tokio::test]
+    async fn the_loopback_answers_as_the_http_routes_do() {
+        let (gw, _tmp) = gateway().await;
+        let call = gw.loopback();
+        let answer = call(post("/function/cat", "hello")).await;
+        assert_eq!(answer.status(), StatusCode::OK);
+        assert_eq!(&answer.body()[..], b"hello");
+        assert!(answer.headers().contains_key("x-call-id"));
+        let missing = call(post("/function/nope", "x")).await;
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+        let large = call(post("/function/cat", "seventeen bytes!!")).await;
+        assert_eq!(large.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        // No queue configured: the async route says so rather than accepting.
+        let queued = call(post("/async-function/cat", "x")).await;
+        assert!(queued.status().is_server_error(), "{}", queued.status());
     }
 }

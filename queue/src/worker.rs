@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tributary_connector_sdk::{
     ConfigError, Connector, ConnectorError, ConnectorMetrics, ControllerConfig,
 };
+use tributary_core::client::Loopback;
 
 use crate::backend::Backend;
 use crate::config::{GatewayLink, WorkerConfig};
@@ -22,6 +23,7 @@ pub struct Worker {
     backend: Arc<dyn Backend>,
     config: ControllerConfig,
     metrics: Option<ConnectorMetrics>,
+    loopback: Option<Loopback>,
 }
 
 impl Worker {
@@ -47,6 +49,7 @@ impl Worker {
             backend,
             config,
             metrics: None,
+            loopback: None,
         })
     }
 
@@ -54,6 +57,13 @@ impl Worker {
     pub fn with_registry(mut self, registry: &Registry) -> Result<Self, prometheus::Error> {
         self.metrics = Some(ConnectorMetrics::register(registry)?);
         Ok(self)
+    }
+
+    /// Calls functions through `loopback` (the gateway in-process, for its own worker) instead
+    /// of over HTTP.
+    pub fn with_loopback(mut self, loopback: Loopback) -> Self {
+        self.loopback = Some(loopback);
+        self
     }
 
     /// Works until `cancel` fires, then lets the calls in flight finish.
@@ -69,6 +79,9 @@ impl Worker {
         let mut connector = Connector::new(self.config);
         if let Some(metrics) = self.metrics {
             connector = connector.with_metrics(metrics);
+        }
+        if let Some(loopback) = self.loopback {
+            connector = connector.with_loopback(loopback);
         }
         connector
             .run(

@@ -22,5 +22,6 @@ use_workdir
 start_tansu bench 3
 
 start_gateway_with_echo
-"$BIN/kafka_throughput" "127.0.0.1:$KAFKA_PORT" "http://127.0.0.1:$GW_PORT" echo "$BIN/tributary" \
+# CONNECTOR_BIN: another build of the connector to compare (the gateway stays this build).
+"$BIN/kafka_throughput" "127.0.0.1:$KAFKA_PORT" "http://127.0.0.1:$GW_PORT" echo "${CONNECTOR_BIN:-$BIN/tributary}" \
     "$MESSAGES" "$CONCURRENCY" "$ORDER"

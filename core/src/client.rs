@@ -127,6 +127,9 @@ pub type Loopback = std::sync::Arc<
 pub struct GatewayClient {
     http: reqwest::Client,
     base: String,
+    /// `base` parsed once: invocations only set its path and query (no host re-parsing per
+    /// call).
+    base_url: reqwest::Url,
     auth: Auth,
 }
 
@@ -150,9 +153,14 @@ impl GatewayClient {
         auth: Auth,
         http: reqwest::Client,
     ) -> Result<Self, ClientError> {
+        let base = check_url(base_url)?;
+        let parsed = reqwest::Url::parse(&base).map_err(|_| ClientError::BadUrl {
+            url: base_url.to_owned(),
+        })?;
         Ok(Self {
             http,
-            base: check_url(base_url)?,
+            base,
+            base_url: parsed,
             auth,
         })
     }
@@ -336,8 +344,12 @@ impl GatewayClient {
     /// with its method, headers and body. No credentials, as [`GatewayClient::invocation`].
     pub fn send_invocation(&self, request: http::Request<bytes::Bytes>) -> reqwest::RequestBuilder {
         let (parts, body) = request.into_parts();
+        let mut url = self.base_url.clone();
+        let path = format!("{}{}", url.path().trim_end_matches('/'), parts.uri.path());
+        url.set_path(&path);
+        url.set_query(parts.uri.query());
         self.http
-            .request(parts.method, format!("{}{}", self.base, parts.uri))
+            .request(parts.method, url)
             .headers(parts.headers)
             .body(body)
     }
@@ -383,6 +395,26 @@ pub fn check_url(url: &str) -> Result<String, ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invocations_keep_the_base_path_and_the_query() {
+        for base in ["http://gw:8080/prefix/", "http://gw:8080/prefix"] {
+            let client = GatewayClient::new(base, Auth::None, Duration::from_secs(1)).expect("ok");
+            let request = http::Request::post(invocation_path(
+                Invocation::Async,
+                "echo.dev",
+                "/a/b?x=1&y=%20",
+            ))
+            .body(bytes::Bytes::new())
+            .expect("request");
+            let sent = client.send_invocation(request).build().expect("built");
+            assert_eq!(
+                sent.url().as_str(),
+                "http://gw:8080/prefix/async-function/echo.dev/a/b?x=1&y=%20"
+            );
+            assert_eq!(sent.method(), http::Method::POST);
+        }
+    }
 
     #[test]
     fn urls_are_checked_and_trimmed() {

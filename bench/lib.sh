@@ -13,13 +13,14 @@ start_tansu() {
     "$tansu" topic create "$topic" --partitions "$partitions" --broker "tcp://127.0.0.1:$KAFKA_PORT"
 }
 
-# start_gateway_with_echo: a gateway without auth on a free port ($GW_PORT) with the built-in echo
-# function subscribed to the topic `bench`.
+# start_gateway_with_echo: a gateway without auth on a free port ($GW_PORT, process $GW_PID) with
+# the built-in echo function subscribed to the topic `bench`.
 start_gateway_with_echo() {
     GW_PORT="$(free_port)"
     RUST_LOG=warn "$BIN/tributary" gateway --bind 127.0.0.1 --port "$GW_PORT" \
             --basic-auth=false --state-dir "$WORK/state-$GW_PORT" &
-    PIDS+=($!)
+    GW_PID=$!
+    PIDS+=($GW_PID)
     wait_http "http://127.0.0.1:$GW_PORT/healthz"
     curl -fsS -o /dev/null "http://127.0.0.1:$GW_PORT/system/functions" \
         -d '{"service":"echo","image":"bench/echo","envProcess":"tributary echo","envVars":{"mode":"http"},"annotations":{"topic":"bench"}}'

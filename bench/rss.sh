@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+. bench/lib.sh
 
 MESSAGES="${MESSAGES:-20000}"
 need_apt curl curl
@@ -18,7 +19,7 @@ OF_NATS="$(cd .. && pwd)/shared/openfaas/bin/of-nats-connector"
 
 log "building release binary"
 cargo build --release -q --bin tributary
-BIN="$CARGO_TARGET_DIR/release/tributary"
+BIN="$CARGO_TARGET_DIR/release"
 use_workdir
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
@@ -31,15 +32,7 @@ fi
 "$NATS_SERVER" -a 127.0.0.1 -p "$NATS_PORT" 2>"$WORK/nats.log" &
 PIDS+=($!)
 
-GW_PORT="$(free_port)"
-RUST_LOG=warn "$BIN" gateway --bind 127.0.0.1 --port "$GW_PORT" \
-    --basic-auth=false --state-dir "$WORK/state" 2>"$WORK/gw.log" &
-GW_PID=$!
-PIDS+=($GW_PID)
-wait_http "http://127.0.0.1:$GW_PORT/healthz"
-curl -fsS -o /dev/null "http://127.0.0.1:$GW_PORT/system/functions" -d '{"service":"echo",
-    "image":"bench/echo","envProcess":"tributary echo","envVars":{"mode":"http"},
-    "annotations":{"topic":"bench.rss"}}'
+start_gateway_with_echo
 wait_http "http://127.0.0.1:$GW_PORT/function/echo"
 sleep 1
 GW_IDLE="$(rss_kb "$GW_PID")"
@@ -50,7 +43,7 @@ calls() {
         awk '/^gateway_function_invocation_total\{.*function_name="echo/ {n += $2} END {printf "%d\n", n}'
 }
 
-# publish N: N core-NATS messages on bench.rss, in one connection.
+# publish N: N core-NATS messages on bench, in one connection.
 publish() {
     python3 - "$NATS_PORT" "$1" <<'PY'
 import socket, sys
@@ -58,7 +51,7 @@ port, n = int(sys.argv[1]), int(sys.argv[2])
 s = socket.create_connection(("127.0.0.1", port))
 s.recv(4096)
 s.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\n')
-chunk = b"".join(b"PUB bench.rss 5\r\nhello\r\n" for _ in range(1000))
+chunk = b"".join(b"PUB bench 5\r\nhello\r\n" for _ in range(1000))
 for _ in range(n // 1000):
     s.sendall(chunk)
 s.sendall(b"PING\r\n")
@@ -85,8 +78,8 @@ measure() {
     printf '%s %s %s\n' "$name" "$idle" "$loaded"
 }
 
-gateway_url="http://127.0.0.1:$GW_PORT" nats_url="nats://127.0.0.1:$NATS_PORT" topics=bench.rss \
-    metrics_port=0 RUST_LOG=warn "$BIN" connector nats 2>"$WORK/tri-nats.log" &
+gateway_url="http://127.0.0.1:$GW_PORT" nats_url="nats://127.0.0.1:$NATS_PORT" topics=bench \
+    metrics_port=0 RUST_LOG=warn "$BIN/tributary" connector nats 2>"$WORK/tri-nats.log" &
 TRI_PID=$!
 PIDS+=($TRI_PID)
 TRI="$(measure tributary "$TRI_PID")"
@@ -98,7 +91,7 @@ if [ ! -x "$OF_NATS" ]; then
 elif [ "$NATS_PORT" != 4222 ]; then
     log "SKIPPED OpenFaaS's nats-connector: port 4222 is taken and it cannot use another"
 else
-    gateway_url="http://127.0.0.1:$GW_PORT" broker_host=127.0.0.1 topics=bench.rss \
+    gateway_url="http://127.0.0.1:$GW_PORT" broker_host=127.0.0.1 topics=bench \
         asynchronous_invocation=false basic_auth=false "$OF_NATS" >"$WORK/of-nats.log" 2>&1 &
     OF_PID=$!
     PIDS+=($OF_PID)

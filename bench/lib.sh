@@ -1,6 +1,9 @@
 # Helpers the benchmark scripts share (after `. scripts/lib.sh` and `use_workdir`; $BIN holds
 # the release binaries).
 
+# rss_kb PID: the resident set size of a process, in KiB.
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+
 # start_tansu TOPIC PARTITIONS: a tansu Kafka broker on a free port ($KAFKA_PORT) with TOPIC.
 start_tansu() {
     local topic="$1" partitions="$2" tansu

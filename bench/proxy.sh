@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+. bench/lib.sh
 
 DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-64}"
@@ -38,7 +39,6 @@ curl -fsS -o /dev/null "http://127.0.0.1:$GW_PORT/system/functions" \
     -d '{"service":"echo","image":"bench/echo","envProcess":"tributary echo","envVars":{"mode":"http"}}'
 wait_http "http://127.0.0.1:$GW_PORT/function/echo"
 sleep 1
-rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 IDLE_RSS="$(rss_kb "$GW_PID")"
 
 NGINX_PORT="$(free_port)"

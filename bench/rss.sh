@@ -22,7 +22,6 @@ cargo build --release -q --bin tributary
 BIN="$CARGO_TARGET_DIR/release"
 use_workdir
 
-rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
 # OpenFaaS's connector always dials port 4222: use it when free.
 NATS_PORT=4222
@@ -51,9 +50,10 @@ port, n = int(sys.argv[1]), int(sys.argv[2])
 s = socket.create_connection(("127.0.0.1", port))
 s.recv(4096)
 s.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\n')
-chunk = b"".join(b"PUB bench 5\r\nhello\r\n" for _ in range(1000))
+one = b"PUB bench 5\r\nhello\r\n"
 for _ in range(n // 1000):
-    s.sendall(chunk)
+    s.sendall(one * 1000)
+s.sendall(one * (n % 1000))
 s.sendall(b"PING\r\n")
 buf = b""
 while b"PONG" not in buf:

@@ -215,6 +215,9 @@ mod tests {
         assert!(answer.headers().contains_key("x-call-id"));
         let missing = call(post("/function/nope", "x")).await;
         assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+        // Only function routes: the rest of the API is not reachable this way.
+        let other = call(post("/system/functions", "{}")).await;
+        assert_eq!(other.status(), StatusCode::NOT_FOUND);
         let large = call(post("/function/cat", "seventeen bytes!!")).await;
         assert_eq!(large.status(), StatusCode::PAYLOAD_TOO_LARGE);
         // No queue configured: the async route says so rather than accepting.

@@ -116,11 +116,17 @@ pub(crate) fn hot_path(state: Arc<AppState>) -> crate::server::HotPath {
     Arc::new(move |request: Request| {
         let state = state.clone();
         Box::pin(async move {
+            let path = request.uri().path();
+            if !crate::server::is_hot(path) {
+                let message = format!("{path}: only /function/NAME and /async-function/NAME\n");
+                return (http::StatusCode::NOT_FOUND, message).into_response();
+            }
+            let sync = path.starts_with("/function/");
             let request = match within_limit(state.max_body_size, request).await {
                 Ok(request) => request,
                 Err(response) => return response,
             };
-            if request.uri().path().starts_with("/function/") {
+            if sync {
                 invoke::invoke(State(state), request).await
             } else {
                 invoke::invoke_async(State(state), request).await

@@ -41,7 +41,7 @@ pub struct ServerLimits {
     /// How long connections get to finish at shutdown before they are closed.
     pub shutdown_grace: Duration,
     /// Threads that accept and serve connections, each with its own single-threaded runtime
-    /// (nginx's worker model); 0 serves on the calling runtime instead.
+    /// (nginx's worker model); at least one.
     pub workers: usize,
 }
 
@@ -56,28 +56,20 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     // One cap for all workers.
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    if limits.workers == 0 {
-        let routes = Routes {
-            app,
-            hot,
-            main: None,
-        };
-        return accept_loop(listener, routes, limits, permits, cancel).await;
-    }
     // Requests other than function calls run on the calling runtime, where the providers'
     // long-lived tasks live; the workers only carry the hot path.
     let main = tokio::runtime::Handle::current();
     let listener = listener.into_std()?;
     let stop = cancel.child_token();
     let mut done = Vec::new();
-    for i in 0..limits.workers {
+    for i in 0..limits.workers.max(1) {
         // Each worker polls its own handle of the one listening socket: the kernel hands a new
         // connection to whichever accepts first.
         let listener = listener.try_clone()?;
         let routes = Routes {
             app: app.clone(),
             hot: hot.clone(),
-            main: Some(main.clone()),
+            main: main.clone(),
         };
         let (stop, permits) = (stop.clone(), permits.clone());
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -113,7 +105,7 @@ pub async fn serve(
 }
 
 /// Whether a request is a function call: served by the hot path, on the worker that accepted it.
-fn is_hot(path: &str) -> bool {
+pub(crate) fn is_hot(path: &str) -> bool {
     ["/function/", "/async-function/"]
         .iter()
         .any(|prefix| path.len() > prefix.len() && path.starts_with(prefix))
@@ -124,8 +116,8 @@ fn is_hot(path: &str) -> bool {
 struct Routes {
     app: axum::Router,
     hot: HotPath,
-    /// The runtime requests other than function calls run on, when not this one.
-    main: Option<Handle>,
+    /// The runtime requests other than function calls run on.
+    main: Handle,
 }
 
 impl Routes {
@@ -136,21 +128,14 @@ impl Routes {
         if is_hot(request.uri().path()) {
             return Either::Left((self.hot)(request.map(axum::body::Body::new)).map(Ok));
         }
-        let routed = TowerToHyperService::new(self.app.clone()).call(request);
-        Either::Right(match &self.main {
-            None => Either::Left(routed),
-            Some(main) => {
-                let task = main.spawn(routed);
-                Either::Right(async move {
-                    match task.await {
-                        Ok(response) => response,
-                        Err(e) => {
-                            tracing::error!(error = %e, "request handler failed");
-                            Ok(http::StatusCode::INTERNAL_SERVER_ERROR.into_response())
-                        }
-                    }
-                })
-            }
+        let task = self
+            .main
+            .spawn(TowerToHyperService::new(self.app.clone()).call(request));
+        Either::Right(async move {
+            task.await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "request handler failed");
+                Ok(http::StatusCode::INTERNAL_SERVER_ERROR.into_response())
+            })
         })
     }
 }

@@ -356,7 +356,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_acks_share_commits_and_a_stale_lease_removes_nothing() {
+    async fn concurrent_acks_all_commit_and_a_stale_lease_removes_nothing() {
         use crate::backend::Lease;
         let dir = tempfile::tempdir().expect("tempdir");
         let q = SqliteQueue::open(&dir.path().join("q.db")).expect("opens");

@@ -210,7 +210,13 @@ async fn an_unreachable_api_server_is_reported_then_reconnected() {
     let k = cluster();
     let ns = k.namespace("offline").await;
     let dir = tempfile::tempdir().unwrap();
-    let port = tributary_tests::free_port();
+    // Bound but not listening: connections to it are refused, and no other process can take the
+    // port before the API server "comes back" on it (a freed port could be reused meanwhile).
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved
+        .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .unwrap();
+    let port = reserved.local_addr().unwrap().port();
     let kubeconfig = k.kubeconfig_at_port(dir.path(), port);
     let options = GatewayOptions::default().env("KUBECONFIG", kubeconfig.display().to_string());
     // The gateway starts and serves what it can: health, and clear errors.
@@ -232,9 +238,7 @@ async fn an_unreachable_api_server_is_reported_then_reconnected() {
         .await;
 
     // The API server comes back on that address: the watches reconnect on their own.
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
+    let listener = reserved.listen(128).unwrap();
     tokio::spawn(forward(listener, k.api_port()));
     eventually(
         Duration::from_secs(30),

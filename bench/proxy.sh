@@ -2,7 +2,10 @@
 # Gateway proxy benchmark. In one run, with the same wrk client, connections and duration, it
 # loads the built-in `mode=http` echo function (1) directly, (2) through the Tributary gateway at
 # /function/echo, and (3) through nginx (1 worker, upstream keep-alive) as a best-in-class proxy
-# baseline; then prints throughput, p50/p99 and the ratios gateway/direct and gateway/nginx,
+# baseline, and (4) through OpenFaaS's own gateway when ../shared/openfaas/bin/of-gateway exists
+# (its provider URL is the echo function itself, so it too makes one hop: what it does with
+# `direct_functions`; it listens on :8080 and :8082, fixed, and says SKIPPED when either is taken);
+# then prints throughput, p50/p99, the ratios gateway/direct, gateway/nginx and gateway/openfaas,
 # plus the gateway's idle and loaded RSS.
 #
 #   bash bench/proxy.sh              # DURATION=10s CONNECTIONS=64 THREADS=2 by default
@@ -69,6 +72,24 @@ nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$NGINX_PORT/"
 
+OF_GATEWAY="$(cd .. && pwd)/shared/openfaas/bin/of-gateway"
+OF_URL=""
+if [ ! -x "$OF_GATEWAY" ]; then
+    log "SKIPPED OpenFaaS's gateway: $OF_GATEWAY not found"
+elif ! python3 -c 'import socket
+for p in (8080, 8082): socket.socket().bind(("0.0.0.0", p))' 2>/dev/null; then
+    log "SKIPPED OpenFaaS's gateway: port 8080 or 8082 is taken and it cannot use others"
+else
+    # Its defaults, but no auth (as the others here) and no scale-from-zero lookups (the
+    # provider URL is the function, which has no /system API). It logs each call: to a file.
+    functions_provider_url="http://127.0.0.1:$FN_PORT/" direct_functions=false \
+        basic_auth=false scale_from_zero=false upstream_timeout=10s \
+        "$OF_GATEWAY" >"$WORK/of-gateway.log" 2>&1 &
+    PIDS+=($!)
+    OF_URL="http://127.0.0.1:8080/function/echo"
+    wait_http "$OF_URL"
+fi
+
 # run_wrk NAME URL: prints "NAME req/s p50_ms p99_ms".
 run_wrk() {
     local name="$1" url="$2" out
@@ -90,10 +111,13 @@ log "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, keep-alive"
 DIRECT="$(run_wrk direct "http://127.0.0.1:$FN_PORT/")"
 GATEWAY="$(run_wrk gateway "http://127.0.0.1:$GW_PORT/function/echo")"
 NGINX="$(run_wrk nginx "http://127.0.0.1:$NGINX_PORT/")"
+OPENFAAS=""
+[ -z "$OF_URL" ] || OPENFAAS="$(run_wrk openfaas "$OF_URL")"
 LOADED_RSS="$(rss_kb "$GW_PID")"
 
 printf '\n%-10s %12s %10s %10s\n' path "req/s" "p50 ms" "p99 ms"
-for row in "$DIRECT" "$GATEWAY" "$NGINX"; do
+for row in "$DIRECT" "$GATEWAY" "$NGINX" "$OPENFAAS"; do
+    [ -n "$row" ] || continue
     read -r n r p50 p99 <<<"$row"
     printf '%-10s %12s %10s %10s\n' "$n" "$r" "$p50" "$p99"
 done
@@ -106,5 +130,12 @@ awk -v d="$d_rps" -v g="$g_rps" -v n="$n_rps" -v dp="$d_p99" -v gp="$g_p99" -v n
     printf "ratio gateway/nginx:  %.2fx\n", g / n
     printf "ratio nginx/direct:   %.2fx   (best-in-class proxy baseline)\n", n / d
     printf "added p99 gateway vs direct: %.3f ms (nginx adds %.3f ms; target < 2 ms)\n", gp - dp, np - dp
-    printf "gateway RSS: idle %.1f MB, after load %.1f MB (target idle < 30 MB)\n", idle / 1024, loaded / 1024
+    printf "gateway RSS: idle %.1f MB, after load %.1f MB (target idle < 15 MB)\n", idle / 1024, loaded / 1024
 }'
+if [ -n "$OPENFAAS" ]; then
+    read -r _ o_rps _ o_p99 <<<"$OPENFAAS"
+    awk -v g="$g_rps" -v o="$o_rps" -v gp="$g_p99" -v op="$o_p99" 'BEGIN {
+        printf "ratio gateway/openfaas: %.2fx   (OpenFaaS gateway 0.27, same function, one hop)\n", g / o
+        printf "p99 gateway %.3f ms, openfaas %.3f ms\n", gp, op
+    }'
+fi

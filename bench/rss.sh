@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Memory benchmark: resident set size (VmRSS) of the NATS connector idle and after delivering
-# MESSAGES core-NATS messages to the echo function through the gateway, and of the gateway
-# itself. When ../shared/openfaas/bin/of-nats-connector exists, OpenFaaS's NATS connector runs the
-# same load in the same run (it needs the broker on port 4222) and the ratios Tributary/OpenFaaS
-# are printed; otherwise that part says SKIPPED.
+# NATS connector and memory benchmark: resident set size (VmRSS) of the NATS connector idle and
+# after delivering MESSAGES core-NATS messages to the echo function through the gateway (and how
+# fast it delivered them), of the cron connector idle with a function scheduled, and of the
+# gateway itself. When ../shared/openfaas/bin/of-nats-connector exists, OpenFaaS's NATS connector
+# runs the same load in the same run (it needs the broker on port 4222) and the ratios
+# Tributary/OpenFaaS (memory and messages/s) are printed; otherwise that part says SKIPPED.
+# The Kafka and SQS connectors' memory is in bench/kafka.sh and bench/sqs.sh.
 #
 #   bash bench/rss.sh               # MESSAGES=20000 by default
 set -euo pipefail
@@ -61,21 +63,25 @@ while b"PONG" not in buf:
 PY
 }
 
-# measure NAME PID: idle RSS, then RSS once MESSAGES more calls were answered; prints a row.
+# measure NAME PID: idle RSS, then RSS once MESSAGES more calls were answered, and the
+# delivery rate (from the first publish to the last answered call); prints a row.
 measure() {
-    local name="$1" pid="$2" before idle loaded i=0
+    local name="$1" pid="$2" before idle loaded start end i=0
     sleep 2
     idle="$(rss_kb "$pid")"
     before="$(calls)"
+    start="$(date +%s%N)"
     publish "$MESSAGES"
     while [ "$(calls)" -lt $((before + MESSAGES)) ]; do
         i=$((i + 1))
-        [ "$i" -le 1200 ] || die "$name: only $(($(calls) - before)) of $MESSAGES calls in 120 s"
-        sleep 0.1
+        [ "$i" -le 2400 ] || die "$name: only $(($(calls) - before)) of $MESSAGES calls in 120 s"
+        sleep 0.05
     done
+    end="$(date +%s%N)"
     loaded="$(rss_kb "$pid")"
     [ -z "${RSS_DETAIL:-}" ] || grep -E "^(Rss|Anonymous|Private)" "/proc/$pid/smaps_rollup" >&2
-    printf '%s %s %s\n' "$name" "$idle" "$loaded"
+    printf '%s %s %s %s\n' "$name" "$idle" "$loaded" \
+        "$(awk -v n="$MESSAGES" -v ns=$((end - start)) 'BEGIN { printf "%.0f", n / (ns / 1e9) }')"
 }
 
 gateway_url="http://127.0.0.1:$GW_PORT" nats_url="nats://127.0.0.1:$NATS_PORT" topics=bench \
@@ -100,19 +106,40 @@ else
 fi
 GW_LOADED="$(rss_kb "$GW_PID")"
 
-printf '\n%-26s %10s %16s\n' process "idle MB" "after load MB"
+# The cron connector, idle with one function scheduled every minute.
+curl -fsS -o /dev/null "http://127.0.0.1:$GW_PORT/system/functions" \
+    -d '{"service":"tick","image":"bench/echo","envProcess":"tributary echo","envVars":{"mode":"http"},"annotations":{"topic":"cron-function","schedule":"* * * * *"}}'
+gateway_url="http://127.0.0.1:$GW_PORT" RUST_LOG=warn "$BIN/tributary" connector cron \
+    2>"$WORK/tri-cron.log" &
+CRON_PID=$!
+PIDS+=($CRON_PID)
+sleep 3
+kill -0 "$CRON_PID" 2>/dev/null || die "the cron connector exited: $(cat "$WORK/tri-cron.log")"
+CRON_IDLE="$(rss_kb "$CRON_PID")"
+
+printf '\n%-26s %10s %16s %10s\n' process "idle MB" "after load MB" "msg/s"
 awk -v i="$GW_IDLE" -v l="$GW_LOADED" 'BEGIN { printf "%-26s %10.1f %16.1f\n", "gateway", i / 1024, l / 1024 }'
 for row in "$TRI" "$OF"; do
     [ -n "$row" ] || continue
-    read -r n i l <<<"$row"
-    awk -v n="$n nats-connector" -v i="$i" -v l="$l" 'BEGIN { printf "%-26s %10.1f %16.1f\n", n, i / 1024, l / 1024 }'
+    read -r n i l r <<<"$row"
+    awk -v n="$n nats-connector" -v i="$i" -v l="$l" -v r="$r" 'BEGIN { printf "%-26s %10.1f %16.1f %10s\n", n, i / 1024, l / 1024, r }'
 done
-printf '(after load: %s messages delivered)\n' "$MESSAGES"
+awk -v i="$CRON_IDLE" 'BEGIN { printf "%-26s %10.1f %16s\n", "tributary cron-connector", i / 1024, "-" }'
+printf '(after load: %s messages delivered, synchronous calls)\n\n' "$MESSAGES"
+# The same figures as lines bench/ratios.py collects.
+awk -v i="$GW_IDLE" -v l="$GW_LOADED" 'BEGIN { printf "gateway RSS: idle %.1f MB, after load %.1f MB\n", i / 1024, l / 1024 }'
+for row in "$TRI" "$OF"; do
+    [ -n "$row" ] || continue
+    read -r n i l _ <<<"$row"
+    awk -v n="$n" -v i="$i" -v l="$l" 'BEGIN { printf "%s nats-connector RSS: idle %.1f MB, after load %.1f MB\n", n, i / 1024, l / 1024 }'
+done
+awk -v i="$CRON_IDLE" 'BEGIN { printf "tributary cron-connector RSS: idle %.1f MB\n", i / 1024 }'
 if [ -n "$OF" ]; then
-    read -r _ ti tl <<<"$TRI"
-    read -r _ oi ol <<<"$OF"
-    awk -v ti="$ti" -v tl="$tl" -v oi="$oi" -v ol="$ol" 'BEGIN {
-        printf "\nratio nats-connector RSS idle tributary/openfaas: %.2fx\n", ti / oi
+    read -r _ ti tl tr <<<"$TRI"
+    read -r _ oi ol or <<<"$OF"
+    awk -v ti="$ti" -v tl="$tl" -v tr="$tr" -v oi="$oi" -v ol="$ol" -v or="$or" 'BEGIN {
+        printf "\nratio nats-connector msg/s tributary/openfaas: %.2fx\n", tr / or
+        printf "ratio nats-connector RSS idle tributary/openfaas: %.2fx\n", ti / oi
         printf "ratio nats-connector RSS after load tributary/openfaas: %.2fx\n", tl / ol
     }'
 fi

@@ -5,8 +5,9 @@
 //! let port = tributary_bench::free_port()?;
 //! let mut cmd = std::process::Command::new("tributary");
 //! cmd.args(["connector", "kafka"]).env("metrics_port", port.to_string());
-//! let took = tributary_bench::time_connector(cmd, port, "connector_messages_acked_total", 1000).await?;
-//! # let _ = took; Ok(()) }
+//! let run = tributary_bench::time_connector(cmd, port, "connector_messages_acked_total", 1000).await?;
+//! println!("{:.0} msg/s, {} KiB resident", tributary_bench::rate(1000, run.took), run.rss_kb);
+//! # Ok(()) }
 //! ```
 
 use std::process::{Command, Stdio};
@@ -39,19 +40,71 @@ pub fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64().max(1e-9)
 }
 
+/// What [`time_connector`] measured.
+pub struct Run {
+    /// From the first acknowledged message to the last.
+    pub took: Duration,
+    /// The connector's resident set size (VmRSS) once it had done them all, in KiB.
+    pub rss_kb: u64,
+}
+
+/// The resident set size (VmRSS) of process `pid`, in KiB.
+pub async fn rss_kb(pid: u32) -> Result<u64, Error> {
+    let status = tokio::fs::read_to_string(format!("/proc/{pid}/status")).await?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| format!("no VmRSS for process {pid}").into())
+}
+
+/// Kibibytes as megabytes, for printing.
+pub fn mb(kb: u64) -> f64 {
+    kb as f64 / 1024.0
+}
+
+fn spawn_quiet(cmd: &mut Command) -> Result<std::process::Child, Error> {
+    Ok(cmd
+        .env("print_response", "false")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?)
+}
+
+/// Starts the connector `cmd` (serving metrics on `port`) with nothing to do, and reads its
+/// resident set size 2 s after its metrics first answer; kills it afterwards.
+pub async fn idle_rss_kb(mut cmd: Command, port: u16) -> Result<u64, Error> {
+    let mut child = spawn_quiet(&mut cmd)?;
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let client = reqwest::Client::new();
+    let mut answered = false;
+    for _ in 0..300 {
+        if client.get(&metrics).send().await.is_ok() {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss = rss_kb(child.id()).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    if !answered {
+        return Err("the idle connector's metrics never answered".into());
+    }
+    rss
+}
+
 /// Starts the connector `cmd` (serving metrics on `port`) and times it from its first
-/// acknowledged message until the metric `done` sums to `n`; kills it afterwards.
+/// acknowledged message until the metric `done` sums to `n`, then reads its resident set size;
+/// kills it afterwards.
 pub async fn time_connector(
     mut cmd: Command,
     port: u16,
     done: &str,
     n: usize,
-) -> Result<Duration, Error> {
-    let mut child = cmd
-        .env("print_response", "false")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()?;
+) -> Result<Run, Error> {
+    let mut child = spawn_quiet(&mut cmd)?;
     let metrics = format!("http://127.0.0.1:{port}/metrics");
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -68,7 +121,8 @@ pub async fn time_connector(
             started.get_or_insert_with(Instant::now);
         }
         if metric_sum(&text, done) >= n as f64 {
-            break Ok(started.map(|s| s.elapsed()).unwrap_or_default());
+            let took = started.map(|s| s.elapsed()).unwrap_or_default();
+            break rss_kb(child.id()).await.map(|rss_kb| Run { took, rss_kb });
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };

@@ -52,8 +52,8 @@ async fn main() -> Result<(), Error> {
                 "kafka_options",
                 "session.timeout.ms=6000,heartbeat.interval.ms=500,fetch.wait.max.ms=10",
             );
-        let took = time_connector(cmd, port, "connector_messages_acked_total", n).await?;
-        rates.push((size, rate(n, took)));
+        let run = time_connector(cmd, port, "connector_messages_acked_total", n).await?;
+        rates.push((size, rate(n, run.took)));
     }
     println!("messages: {n}, Kafka -> one function, batch window 50ms");
     let base = rates[0].1;

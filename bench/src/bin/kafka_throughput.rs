@@ -4,7 +4,9 @@
 //!     connector calls), at the connector's concurrency;
 //! (c) the connector: `tributary connector kafka` from the first to the last acknowledged
 //!     message, read off its metrics.
-//! It prints messages/s for each and the connector's ratio to the lower of (a) and (b).
+//! It prints messages/s for each and the connector's ratio to the lower of (a) and (b), and the
+//! connector's resident memory idle (subscribed, a new group starting at the end of the topic)
+//! and after the run.
 //!
 //! `kafka_throughput BOOTSTRAP GATEWAY_URL FUNCTION TRIBUTARY_BIN [MESSAGES] [CONCURRENCY] [ORDER]`
 //! (run by bench/kafka.sh).
@@ -16,7 +18,9 @@ use futures::StreamExt;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-use tributary_bench::{Error, free_port, kafka_produce as produce, rate, time_connector};
+use tributary_bench::{
+    Error, Run, free_port, idle_rss_kb, kafka_produce as produce, mb, rate, time_connector,
+};
 
 /// (a) A bare consumer group reading the whole topic.
 fn raw_consume(bootstrap: &str, topic: &str, n: usize) -> Result<Duration, Error> {
@@ -73,31 +77,44 @@ async fn http_load(url: &str, n: usize, concurrency: usize) -> Result<Duration, 
     Ok(started.elapsed())
 }
 
-/// (c) The connector, timed from its first to its last acknowledgement.
-async fn connector(
-    bin: &str,
-    bootstrap: &str,
-    gateway: &str,
-    topic: &str,
-    n: usize,
+/// What the connector runs with.
+struct Setup<'a> {
+    bin: &'a str,
+    bootstrap: &'a str,
+    gateway: &'a str,
+    topic: &'a str,
     concurrency: usize,
-    order: &str,
-) -> Result<Duration, Error> {
-    let port = free_port()?;
+    order: &'a str,
+}
+
+/// The connector's command in a new consumer group, serving metrics on `port`; `from_end`
+/// starts the group at the end of the topic (the idle run) instead of its start.
+fn connector_cmd(s: &Setup<'_>, from_end: bool, port: u16) -> Command {
+    let Setup {
+        bin,
+        bootstrap,
+        gateway,
+        topic,
+        concurrency,
+        order,
+    } = *s;
+    let start = if from_end { "newest" } else { "oldest" };
+    let group = format!("bench-{order}-{start}-{}", std::process::id());
     let mut cmd = Command::new(bin);
     cmd.args(["connector", "kafka"])
         .env("broker_hosts", bootstrap)
         .env("gateway_url", gateway)
         .env("topics", topic)
-        .env("group", format!("bench-{order}-{}", std::process::id()))
+        .env("group", group)
         .env("order", order)
         .env("max_inflight", concurrency.to_string())
         .env("metrics_port", port.to_string())
         .env(
             "kafka_options",
             "session.timeout.ms=6000,heartbeat.interval.ms=500,fetch.wait.max.ms=10",
-        );
-    time_connector(cmd, port, "connector_messages_acked_total", n).await
+        )
+        .env("initial_offset", start);
+    cmd
 }
 
 #[tokio::main]
@@ -119,7 +136,25 @@ async fn main() -> Result<(), Error> {
         tokio::task::spawn_blocking(move || raw_consume(&b, &t, n)).await??
     };
     let http = http_load(&format!("{gateway}/function/{function}"), n, concurrency).await?;
-    let conn = connector(&bin, &bootstrap, &gateway, topic, n, concurrency, &order).await?;
+    let setup = Setup {
+        bin: &bin,
+        bootstrap: &bootstrap,
+        gateway: &gateway,
+        topic,
+        concurrency,
+        order: &order,
+    };
+    let port = free_port()?;
+    let idle = idle_rss_kb(connector_cmd(&setup, true, port), port).await?;
+    // (c) The connector, timed from its first to its last acknowledgement.
+    let port = free_port()?;
+    let Run { took: conn, rss_kb } = time_connector(
+        connector_cmd(&setup, false, port),
+        port,
+        "connector_messages_acked_total",
+        n,
+    )
+    .await?;
 
     let (raw_r, http_r, conn_r) = (rate(n, raw), rate(n, http), rate(n, conn));
     let lower = raw_r.min(http_r);
@@ -130,8 +165,13 @@ async fn main() -> Result<(), Error> {
     println!("connector / raw consume:  {:.2}x", conn_r / raw_r);
     println!("connector / HTTP load:    {:.2}x", conn_r / http_r);
     println!(
-        "connector / lower of (a),(b): {:.2}x (target >= 0.70x)",
+        "connector / lower of (a),(b): {:.2}x (target >= 0.90x)",
         conn_r / lower
+    );
+    println!(
+        "connector RSS: idle {:.1} MB, after {n} messages {:.1} MB (targets < 10 MB, < 20 MB)",
+        mb(idle),
+        mb(rss_kb)
     );
     Ok(())
 }

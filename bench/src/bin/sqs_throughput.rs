@@ -2,6 +2,7 @@
 //! two queues get the same number of messages; one is drained by a bare client loop
 //! (ReceiveMessage of 10, DeleteMessageBatch), the other by `tributary connector sqs`
 //! invoking a mode=http function (timed from its first acknowledgement to its last delete).
+//! It also prints the connector's resident memory idle (on an empty queue) and after the run.
 //!
 //! `sqs_throughput ENDPOINT GATEWAY_URL TRIBUTARY_BIN [MESSAGES]` (run by bench/sqs.sh).
 
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, SendMessageBatchRequestEntry};
 
-use tributary_bench::{Error, free_port, rate, time_connector};
+use tributary_bench::{Error, Run, free_port, idle_rss_kb, mb, rate, time_connector};
 
 fn client(endpoint: &str) -> Client {
     let creds = aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "bench");
@@ -88,15 +89,8 @@ async fn raw(c: &Client, url: &str, n: usize) -> Result<Duration, Error> {
     Ok(started.elapsed())
 }
 
-/// The connector, timed from its first acknowledgement to its last delete.
-async fn connector(
-    bin: &str,
-    endpoint: &str,
-    gateway: &str,
-    url: &str,
-    n: usize,
-) -> Result<Duration, Error> {
-    let port = free_port()?;
+/// The connector's command on queue `url`, serving metrics on `port`.
+fn connector_cmd(bin: &str, endpoint: &str, gateway: &str, url: &str, port: u16) -> Command {
     let mut cmd = Command::new(bin);
     cmd.args(["connector", "sqs"])
         .env("queue_url", url)
@@ -108,7 +102,7 @@ async fn connector(
         .env("gateway_url", gateway)
         .env("wait_time", "1s")
         .env("metrics_port", port.to_string());
-    time_connector(cmd, port, "sqs_messages_deleted_total", n).await
+    cmd
 }
 
 #[tokio::main]
@@ -123,7 +117,25 @@ async fn main() -> Result<(), Error> {
     let raw_url = fill(&c, "bench-raw", n).await?;
     let conn_url = fill(&c, "bench-connector", n).await?;
     let raw_d = raw(&c, &raw_url, n).await?;
-    let conn_d = connector(&bin, &endpoint, &gateway, &conn_url, n).await?;
+    let idle_url = fill(&c, "bench-idle", 0).await?;
+    let port = free_port()?;
+    let idle = idle_rss_kb(
+        connector_cmd(&bin, &endpoint, &gateway, &idle_url, port),
+        port,
+    )
+    .await?;
+    // The connector, timed from its first acknowledgement to its last delete.
+    let port = free_port()?;
+    let Run {
+        took: conn_d,
+        rss_kb,
+    } = time_connector(
+        connector_cmd(&bin, &endpoint, &gateway, &conn_url, port),
+        port,
+        "sqs_messages_deleted_total",
+        n,
+    )
+    .await?;
     let rate = |d: Duration| rate(n, d);
     println!("messages: {n} per queue");
     println!(
@@ -135,5 +147,10 @@ async fn main() -> Result<(), Error> {
         rate(conn_d)
     );
     println!("connector / raw: {:.2}x", rate(conn_d) / rate(raw_d));
+    println!(
+        "connector RSS: idle {:.1} MB, after {n} messages {:.1} MB (targets < 10 MB, < 20 MB)",
+        mb(idle),
+        mb(rss_kb)
+    );
     Ok(())
 }

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
-use tributary_core::Chain;
 use tributary_core::client::{ClientError, GatewayClient, Invocation, Loopback, invocation_path};
 use tributary_core::http::http_client;
 use tributary_core::retry::{RetrySettings, retry_after};
@@ -107,16 +106,15 @@ impl Invoker {
         metrics: ConnectorMetrics,
         loopback: Option<Loopback>,
     ) -> Result<Self, ClientError> {
-        let http = http_client(
-            &format!(
-                "tributary-connector/{} ({connector})",
-                env!("CARGO_PKG_VERSION")
-            ),
-            Some(config.upstream_timeout),
-            config.max_inflight.max(8),
-        )?;
+        let user_agent = format!(
+            "tributary-connector/{} ({connector})",
+            env!("CARGO_PKG_VERSION")
+        );
+        let idle = config.max_inflight.max(8);
+        let http = http_client(&user_agent, Some(config.upstream_timeout), idle)?;
         Ok(Self {
-            client: GatewayClient::with_http(&config.gateway_url, config.client_auth(), http)?,
+            client: GatewayClient::with_http(&config.gateway_url, config.client_auth(), http)?
+                .with_direct_invocations(config.upstream_timeout, idle, &user_agent),
             kind: if config.asynchronous_invocation {
                 Invocation::Async
             } else {
@@ -194,18 +192,7 @@ impl Invoker {
             let (parts, body) = loopback(request).await.into_parts();
             return Ok((parts.status, parts.headers, body));
         }
-        let response = self
-            .client
-            .send_invocation(request)
-            .send()
-            .await
-            .map_err(|e| Chain(&e).to_string())?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        match response.bytes().await {
-            Ok(body) => Ok((status, headers, body)),
-            Err(e) => Err(format!("reading the response failed: {}", Chain(&e))),
-        }
+        self.client.call_invocation(request).await
     }
 
     /// One call, classified by `settings`.

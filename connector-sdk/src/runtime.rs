@@ -193,6 +193,7 @@ impl Connector {
         let ctx = SourceContext {
             tx,
             permits: Arc::new(Semaphore::new(config.max_inflight)),
+            capacity: config.max_inflight,
             topics: sync.subscribe(),
             cancel: source_cancel.clone(),
             registry: self.metrics.registry().clone(),

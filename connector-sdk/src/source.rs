@@ -102,6 +102,8 @@ pub(crate) struct Admitted {
 pub struct SourceContext {
     pub(crate) tx: mpsc::Sender<Admitted>,
     pub(crate) permits: Arc<Semaphore>,
+    /// `max_inflight`: how many permits there are.
+    pub(crate) capacity: usize,
     pub(crate) topics: watch::Receiver<Arc<TopicMap>>,
     pub(crate) cancel: CancellationToken,
     pub(crate) registry: prometheus::Registry,
@@ -145,6 +147,18 @@ impl SourceContext {
     pub async fn ready(&self) -> Result<(), Closed> {
         tokio::select! {
             permit = self.permits.acquire() => permit.map(drop).map_err(|_| Closed),
+            _ = self.cancel.cancelled() => Err(Closed),
+        }
+    }
+
+    /// Waits until the runtime has room for a batch of messages: a quarter of `max_inflight`
+    /// (at least one), without taking it; fails once the runtime is shutting down. A source on
+    /// its own thread that waits for this instead of [`Self::ready`] when full is woken once
+    /// per batch, not once per finished message.
+    pub async fn ready_for_batch(&self) -> Result<(), Closed> {
+        let batch = u32::try_from((self.capacity / 4).max(1)).unwrap_or(u32::MAX);
+        tokio::select! {
+            permits = self.permits.acquire_many(batch) => permits.map(drop).map_err(|_| Closed),
             _ = self.cancel.cancelled() => Err(Closed),
         }
     }

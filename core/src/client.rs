@@ -1,11 +1,16 @@
 //! A typed client for an OpenFaaS-compatible gateway (Tributary's or OpenFaaS' own): namespaces,
 //! functions, deploy, update, delete, scale and invocation, with basic auth.
 
+mod direct;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+pub use self::direct::Answer;
+use self::direct::DirectHttp;
+use crate::Chain;
 use crate::auth::{BasicAuth, SecretError};
 use crate::http::{HttpClientError, http_client};
 use crate::model::{
@@ -131,6 +136,8 @@ pub struct GatewayClient {
     /// call).
     base_url: reqwest::Url,
     auth: Auth,
+    /// Invocations straight on hyper (see [`Self::with_direct_invocations`]).
+    direct: Option<DirectHttp>,
 }
 
 /// The most of an error body kept in [`ClientError::Status`].
@@ -162,7 +169,44 @@ impl GatewayClient {
             base,
             base_url: parsed,
             auth,
+            direct: None,
         })
+    }
+
+    /// Sends [`Self::call_invocation`]s straight on a pooled hyper client (timing out after
+    /// `timeout`, keeping up to `max_idle_per_host` idle connections, sending `user_agent`)
+    /// when reqwest would add nothing: an `http://` gateway without credentials in its URL and
+    /// no proxy in the environment. Otherwise they keep going through reqwest.
+    pub fn with_direct_invocations(
+        mut self,
+        timeout: Duration,
+        max_idle_per_host: usize,
+        user_agent: &str,
+    ) -> Self {
+        self.direct = DirectHttp::new(&self.base_url, timeout, max_idle_per_host, user_agent);
+        self
+    }
+
+    /// Sends `request` (its URI a gateway path, see [`invocation_path`]) and reads the whole
+    /// answer: status, headers and body, or why there is none.
+    pub async fn call_invocation(
+        &self,
+        request: http::Request<bytes::Bytes>,
+    ) -> Result<Answer, String> {
+        if let Some(direct) = &self.direct {
+            return direct.send(request).await;
+        }
+        let response = self
+            .send_invocation(request)
+            .send()
+            .await
+            .map_err(|e| Chain(&e).to_string())?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        match response.bytes().await {
+            Ok(body) => Ok((status, headers, body)),
+            Err(e) => Err(format!("reading the response failed: {}", Chain(&e))),
+        }
     }
 
     /// The gateway's base URL, without a trailing slash.

@@ -243,16 +243,17 @@ impl ConsumerLoop {
         Ok(())
     }
 
-    /// Blocks while the runtime is full. After [`FULL_BEFORE_PAUSE`], pauses fetching and
-    /// keeps polling, so rebalances are served and the group does not evict us.
+    /// Blocks while the runtime is full, until it has room for a batch (this thread is woken
+    /// once per batch, not per finished message). After [`FULL_BEFORE_PAUSE`], pauses fetching
+    /// and keeps polling, so rebalances are served and the group does not evict us.
     fn wait_for_room(&self) -> Result<(), Closed> {
         if self.ctx.has_room() {
             return Ok(());
         }
-        if let Ok(ready) = self
-            .handle
-            .block_on(tokio::time::timeout(FULL_BEFORE_PAUSE, self.ctx.ready()))
-        {
+        if let Ok(ready) = self.handle.block_on(tokio::time::timeout(
+            FULL_BEFORE_PAUSE,
+            self.ctx.ready_for_batch(),
+        )) {
             return ready;
         }
         let paused = self.consumer.assignment().unwrap_or_default();
@@ -264,7 +265,7 @@ impl ConsumerLoop {
             self.handle_poll(polled)?;
             if let Ok(ready) = self
                 .handle
-                .block_on(tokio::time::timeout(POLL, self.ctx.ready()))
+                .block_on(tokio::time::timeout(POLL, self.ctx.ready_for_batch()))
             {
                 break ready;
             }

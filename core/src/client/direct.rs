@@ -1,0 +1,225 @@
+//! Invocations of a plain-HTTP gateway sent straight on hyper's pooled client: the connectors'
+//! hot path without reqwest's per-request work (URL conversion, client clone, boxed futures,
+//! extensions). Used only where reqwest would add nothing: an `http://` gateway URL without
+//! credentials in it, and no proxy in the environment (reqwest would honour `HTTP_PROXY`).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{ACCEPT, USER_AGENT};
+use http::uri::{Authority, Scheme};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::Chain;
+
+/// Env vars that make reqwest send plain-HTTP requests through a proxy.
+const PROXY_VARS: [&str; 4] = ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"];
+
+/// What a direct invocation answered: status, headers and the whole body.
+pub type Answer = (StatusCode, HeaderMap, Bytes);
+
+/// A pooled plain-HTTP client for one gateway.
+#[derive(Debug, Clone)]
+pub(crate) struct DirectHttp {
+    client: Client<HttpConnector, Full<Bytes>>,
+    authority: Authority,
+    /// The base URL's path without its trailing slash (`""` or `/prefix`).
+    base_path: String,
+    timeout: Duration,
+    user_agent: HeaderValue,
+}
+
+impl DirectHttp {
+    /// A client for `base` whose calls (answer and body) time out after `timeout`; `None` when
+    /// reqwest must be used: not `http://`, credentials in the URL, or a proxy configured.
+    pub(crate) fn new(
+        base: &reqwest::Url,
+        timeout: Duration,
+        max_idle_per_host: usize,
+        user_agent: &str,
+    ) -> Option<Self> {
+        let proxied = PROXY_VARS
+            .iter()
+            .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()));
+        if base.scheme() != "http" || proxied || !base.username().is_empty() {
+            return None;
+        }
+        let host = base.host_str()?;
+        let authority = match base.port() {
+            Some(port) => Authority::try_from(format!("{host}:{port}")),
+            None => Authority::try_from(host),
+        }
+        .ok()?;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(max_idle_per_host)
+            .build(connector);
+        Some(Self {
+            client,
+            authority,
+            base_path: base.path().trim_end_matches('/').to_owned(),
+            timeout,
+            user_agent: HeaderValue::from_str(user_agent).ok()?,
+        })
+    }
+
+    /// Sends `request` (its URI a gateway path) and reads the whole answer; why there is none
+    /// otherwise (unreachable, broken connection, timeout), naming the URL.
+    pub(crate) async fn send(&self, request: http::Request<Bytes>) -> Result<Answer, String> {
+        let (mut parts, body) = request.into_parts();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let full_path = format!("{}{path}", self.base_path);
+        let url = || format!("http://{}{full_path}", self.authority);
+        parts.uri = http::Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(self.authority.clone())
+            .path_and_query(full_path.as_str())
+            .build()
+            .map_err(|e| format!("cannot call {}: {e}", url()))?;
+        parts
+            .headers
+            .entry(USER_AGENT)
+            .or_insert_with(|| self.user_agent.clone());
+        parts
+            .headers
+            .entry(ACCEPT)
+            .or_insert_with(|| HeaderValue::from_static("*/*"));
+        let call = async {
+            let response = self
+                .client
+                .request(http::Request::from_parts(parts, Full::new(body)))
+                .await
+                .map_err(|e| format!("error sending request for url ({}): {}", url(), Chain(&e)))?;
+            let (parts, body) = response.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| format!("reading the response of {} failed: {}", url(), Chain(&e)))?;
+            Ok((parts.status, parts.headers, body.to_bytes()))
+        };
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "error sending request for url ({}): timed out after {:?} (upstream_timeout)",
+                    url(),
+                    self.timeout
+                ))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn direct(base: &str, timeout: Duration) -> Option<DirectHttp> {
+        DirectHttp::new(
+            &reqwest::Url::parse(base).expect("url"),
+            timeout,
+            4,
+            "test/1",
+        )
+    }
+
+    #[test]
+    fn only_plain_http_without_credentials_goes_direct() {
+        assert!(direct("https://gw:8443", Duration::from_secs(1)).is_none());
+        assert!(direct("http://u:p@gw:8080", Duration::from_secs(1)).is_none());
+        let d = direct("http://gw:8080/prefix/", Duration::from_secs(1)).expect("direct");
+        assert_eq!(d.authority.as_str(), "gw:8080");
+        assert_eq!(d.base_path, "/prefix");
+        let d = direct("http://gw", Duration::from_secs(1)).expect("direct");
+        assert_eq!((d.authority.as_str(), d.base_path.as_str()), ("gw", ""));
+    }
+
+    /// A real server answering with what it got (method, path and query, headers); `/slow`
+    /// answers after 5 s.
+    async fn server() -> String {
+        use axum::extract::Request;
+        let app = axum::Router::new().fallback(|req: Request| async move {
+            if req.uri().path().ends_with("/slow") {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            let seen = format!(
+                "{} {} ua={:?} accept={:?} x={:?}",
+                req.method(),
+                req.uri(),
+                req.headers().get(USER_AGENT),
+                req.headers().get(ACCEPT),
+                req.headers().get("x-topic"),
+            );
+            let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+                .await
+                .expect("body");
+            (
+                StatusCode::ACCEPTED,
+                [("x-answer", "yes")],
+                format!("{seen} body={}", String::from_utf8_lossy(&body)),
+            )
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}/prefix/")
+    }
+
+    #[tokio::test]
+    async fn a_direct_call_reaches_the_gateway_path_with_its_headers_and_body() {
+        let base = server().await;
+        let d = direct(&base, Duration::from_secs(2)).expect("direct");
+        let request = http::Request::post("/async-function/echo.dev/a?x=1&y=%20")
+            .header("x-topic", "t")
+            .body(Bytes::from_static(b"hello"))
+            .expect("request");
+        let (status, headers, body) = d.send(request).await.expect("answer");
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(headers["x-answer"], "yes");
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            "POST /prefix/async-function/echo.dev/a?x=1&y=%20 ua=Some(\"test/1\") \
+             accept=Some(\"*/*\") x=Some(\"t\") body=hello"
+        );
+    }
+
+    #[tokio::test]
+    async fn unreachable_and_slow_gateways_are_errors_naming_the_url() {
+        let base = server().await;
+        let d = direct(&base, Duration::from_millis(300)).expect("direct");
+        let slow = http::Request::post("/function/f/slow")
+            .body(Bytes::new())
+            .expect("request");
+        let error = d.send(slow).await.expect_err("timed out");
+        assert!(error.contains("/prefix/function/f/slow"), "{error}");
+        assert!(error.contains("timed out after 300ms"), "{error}");
+
+        // A port bound but not listening: connections are refused.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind");
+        let port = socket.local_addr().expect("addr").port();
+        let d =
+            direct(&format!("http://127.0.0.1:{port}"), Duration::from_secs(2)).expect("direct");
+        let request = http::Request::post("/function/f")
+            .body(Bytes::new())
+            .expect("request");
+        let error = d.send(request).await.expect_err("refused");
+        assert!(
+            error.starts_with(&format!(
+                "error sending request for url (http://127.0.0.1:{port}/function/f)"
+            )),
+            "{error}"
+        );
+        assert!(error.to_lowercase().contains("refused"), "{error}");
+    }
+}

@@ -3,6 +3,12 @@
 
 # rss_kb PID: the resident set size of a process, in KiB.
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+# peak_kb PID: the most a process was ever resident (VmHWM), in KiB.
+peak_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
+# Seconds after start-up a process is measured as idle, and after a load as settled (as
+# IDLE_AFTER and SETTLE in bench/src/lib.rs).
+IDLE_AFTER=5
+SETTLE=3
 
 # start_tansu TOPIC PARTITIONS: a tansu Kafka broker on a free port ($KAFKA_PORT) with TOPIC.
 start_tansu() {

@@ -41,7 +41,7 @@ wait_http "http://127.0.0.1:$GW_PORT/healthz"
 curl -fsS -o /dev/null "http://127.0.0.1:$GW_PORT/system/functions" \
     -d '{"service":"echo","image":"bench/echo","envProcess":"tributary echo","envVars":{"mode":"http"}}'
 wait_http "http://127.0.0.1:$GW_PORT/function/echo"
-sleep 1
+sleep "$IDLE_AFTER"
 IDLE_RSS="$(rss_kb "$GW_PID")"
 
 NGINX_PORT="$(free_port)"

@@ -35,7 +35,7 @@ PIDS+=($!)
 
 start_gateway_with_echo
 wait_http "http://127.0.0.1:$GW_PORT/function/echo"
-sleep 1
+sleep "$IDLE_AFTER"
 GW_IDLE="$(rss_kb "$GW_PID")"
 
 # calls: the gateway's count of answered calls of echo.
@@ -63,11 +63,12 @@ while b"PONG" not in buf:
 PY
 }
 
-# measure NAME PID: idle RSS, then RSS once MESSAGES more calls were answered, and the
-# delivery rate (from the first publish to the last answered call); prints a row.
+# measure NAME PID: idle RSS, then RSS once MESSAGES more calls were answered, SETTLE seconds
+# later and at its peak, and the delivery rate (from the first publish to the last answered
+# call); prints a row.
 measure() {
-    local name="$1" pid="$2" before idle loaded start end i=0
-    sleep 2
+    local name="$1" pid="$2" before idle loaded settled start end i=0
+    sleep "$IDLE_AFTER"
     idle="$(rss_kb "$pid")"
     before="$(calls)"
     start="$(date +%s%N)"
@@ -80,7 +81,9 @@ measure() {
     end="$(date +%s%N)"
     loaded="$(rss_kb "$pid")"
     [ -z "${RSS_DETAIL:-}" ] || grep -E "^(Rss|Anonymous|Private)" "/proc/$pid/smaps_rollup" >&2
-    printf '%s %s %s %s\n' "$name" "$idle" "$loaded" \
+    sleep "$SETTLE"
+    settled="$(rss_kb "$pid")"
+    printf '%s %s %s %s %s %s\n' "$name" "$idle" "$loaded" "$settled" "$(peak_kb "$pid")" \
         "$(awk -v n="$MESSAGES" -v ns=$((end - start)) 'BEGIN { printf "%.0f", n / (ns / 1e9) }')"
 }
 
@@ -113,33 +116,34 @@ gateway_url="http://127.0.0.1:$GW_PORT" RUST_LOG=warn "$BIN/tributary" connector
     2>"$WORK/tri-cron.log" &
 CRON_PID=$!
 PIDS+=($CRON_PID)
-sleep 3
+sleep "$IDLE_AFTER"
 kill -0 "$CRON_PID" 2>/dev/null || die "the cron connector exited: $(cat "$WORK/tri-cron.log")"
 CRON_IDLE="$(rss_kb "$CRON_PID")"
 
-printf '\n%-26s %10s %16s %10s\n' process "idle MB" "after load MB" "msg/s"
-awk -v i="$GW_IDLE" -v l="$GW_LOADED" 'BEGIN { printf "%-26s %10.1f %16.1f\n", "gateway", i / 1024, l / 1024 }'
+printf '\n%-26s %8s %12s %9s %8s %10s\n' process "idle MB" "after load" settled peak "msg/s"
+awk -v i="$GW_IDLE" -v l="$GW_LOADED" 'BEGIN { printf "%-26s %8.1f %12.1f\n", "gateway", i / 1024, l / 1024 }'
 for row in "$TRI" "$OF"; do
     [ -n "$row" ] || continue
-    read -r n i l r <<<"$row"
-    awk -v n="$n nats-connector" -v i="$i" -v l="$l" -v r="$r" 'BEGIN { printf "%-26s %10.1f %16.1f %10s\n", n, i / 1024, l / 1024, r }'
+    read -r n i l s p r <<<"$row"
+    awk -v n="$n nats-connector" -v i="$i" -v l="$l" -v s="$s" -v p="$p" -v r="$r" 'BEGIN { printf "%-26s %8.1f %12.1f %9.1f %8.1f %10s\n", n, i / 1024, l / 1024, s / 1024, p / 1024, r }'
 done
-awk -v i="$CRON_IDLE" 'BEGIN { printf "%-26s %10.1f %16s\n", "tributary cron-connector", i / 1024, "-" }'
-printf '(after load: %s messages delivered, synchronous calls)\n\n' "$MESSAGES"
+awk -v i="$CRON_IDLE" 'BEGIN { printf "%-26s %8.1f\n", "tributary cron-connector", i / 1024 }'
+printf '(after load: once %s messages were delivered, synchronous calls; settled: %s s later; peak: VmHWM)\n\n' "$MESSAGES" "$SETTLE"
 # The same figures as lines bench/ratios.py collects.
 awk -v i="$GW_IDLE" -v l="$GW_LOADED" 'BEGIN { printf "gateway RSS: idle %.1f MB, after load %.1f MB\n", i / 1024, l / 1024 }'
 for row in "$TRI" "$OF"; do
     [ -n "$row" ] || continue
-    read -r n i l _ <<<"$row"
-    awk -v n="$n" -v i="$i" -v l="$l" 'BEGIN { printf "%s nats-connector RSS: idle %.1f MB, after load %.1f MB\n", n, i / 1024, l / 1024 }'
+    read -r n i l s p _ <<<"$row"
+    awk -v n="$n" -v i="$i" -v l="$l" -v s="$s" -v p="$p" 'BEGIN { printf "%s nats-connector RSS: idle %.1f MB, after load %.1f MB, settled %.1f MB, peak %.1f MB\n", n, i / 1024, l / 1024, s / 1024, p / 1024 }'
 done
 awk -v i="$CRON_IDLE" 'BEGIN { printf "tributary cron-connector RSS: idle %.1f MB\n", i / 1024 }'
 if [ -n "$OF" ]; then
-    read -r _ ti tl tr <<<"$TRI"
-    read -r _ oi ol or <<<"$OF"
-    awk -v ti="$ti" -v tl="$tl" -v tr="$tr" -v oi="$oi" -v ol="$ol" -v or="$or" 'BEGIN {
+    read -r _ ti tl ts _ tr <<<"$TRI"
+    read -r _ oi ol os _ or <<<"$OF"
+    awk -v ti="$ti" -v tl="$tl" -v ts="$ts" -v tr="$tr" -v oi="$oi" -v ol="$ol" -v os="$os" -v or="$or" 'BEGIN {
         printf "\nratio nats-connector msg/s tributary/openfaas: %.2fx\n", tr / or
         printf "ratio nats-connector RSS idle tributary/openfaas: %.2fx\n", ti / oi
         printf "ratio nats-connector RSS after load tributary/openfaas: %.2fx\n", tl / ol
+        printf "ratio nats-connector RSS settled tributary/openfaas: %.2fx\n", ts / os
     }'
 fi

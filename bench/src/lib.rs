@@ -46,16 +46,76 @@ pub struct Run {
     pub took: Duration,
     /// The connector's resident set size (VmRSS) once it had done them all, in KiB.
     pub rss_kb: u64,
+    /// Its resident set size [`SETTLE`] later, with nothing more to do, in KiB.
+    pub settled_rss_kb: u64,
+    /// The most it was ever resident (VmHWM), in KiB.
+    pub peak_rss_kb: u64,
+    /// The CPU time it used from the first acknowledged message to the last (every thread).
+    pub cpu: Duration,
 }
+
+/// How long after a load a process is measured as "settled" (idle again): a few quiet seconds,
+/// as a connector between bursts.
+pub const SETTLE: Duration = Duration::from_secs(3);
+
+/// How long after its metrics first answer a connector is measured as idle: started,
+/// connected and subscribed, with nothing to do.
+pub const IDLE_AFTER: Duration = Duration::from_secs(5);
 
 /// The resident set size (VmRSS) of process `pid`, in KiB.
 pub async fn rss_kb(pid: u32) -> Result<u64, Error> {
+    status_kb(pid, "VmRSS:").await
+}
+
+/// A `kB` figure of `/proc/PID/status` (`VmRSS:`, `VmHWM:`).
+async fn status_kb(pid: u32, field: &str) -> Result<u64, Error> {
     let status = tokio::fs::read_to_string(format!("/proc/{pid}/status")).await?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| format!("no VmRSS for process {pid}").into())
+        .ok_or_else(|| format!("no {field} for process {pid}").into())
+}
+
+/// The CPU time (user and system, every thread) process `pid` has used; `None` for this
+/// process.
+pub fn cpu_time(pid: Option<u32>) -> Result<Duration, Error> {
+    let path = pid.map_or_else(
+        || "/proc/self/stat".to_owned(),
+        |p| format!("/proc/{p}/stat"),
+    );
+    let stat = std::fs::read_to_string(&path)?;
+    // Fields after the command name (which may hold spaces) in parentheses: state is the 3rd
+    // field, utime and stime the 14th and 15th, in clock ticks (100 per second on Linux).
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or("no ) in stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields
+        .get(11..13)
+        .ok_or("stat too short")?
+        .iter()
+        .map(|f| f.parse::<u64>())
+        .sum::<Result<u64, _>>()?;
+    Ok(Duration::from_millis(ticks * 10))
+}
+
+/// Prints a connector's memory figures (idle, then after `run`) as one line bench/ratios.py
+/// collects.
+pub fn print_connector_rss(idle_kb: u64, run: &Run) {
+    println!(
+        "connector RSS: idle {:.1} MB, after load {:.1} MB, settled {:.1} MB, peak {:.1} MB (targets < 10 MB idle, < 20 MB after load)",
+        mb(idle_kb),
+        mb(run.rss_kb),
+        mb(run.settled_rss_kb),
+        mb(run.peak_rss_kb)
+    );
+}
+
+/// CPU microseconds per message.
+pub fn micros_per(cpu: Duration, n: usize) -> f64 {
+    cpu.as_secs_f64() * 1e6 / n.max(1) as f64
 }
 
 /// Kibibytes as megabytes, for printing.
@@ -72,7 +132,7 @@ fn spawn_quiet(cmd: &mut Command) -> Result<std::process::Child, Error> {
 }
 
 /// Starts the connector `cmd` (serving metrics on `port`) with nothing to do, and reads its
-/// resident set size 2 s after its metrics first answer; kills it afterwards.
+/// resident set size [`IDLE_AFTER`] its metrics first answer; kills it afterwards.
 pub async fn idle_rss_kb(mut cmd: Command, port: u16) -> Result<u64, Error> {
     let mut child = spawn_quiet(&mut cmd)?;
     let metrics = format!("http://127.0.0.1:{port}/metrics");
@@ -85,7 +145,7 @@ pub async fn idle_rss_kb(mut cmd: Command, port: u16) -> Result<u64, Error> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(IDLE_AFTER).await;
     let rss = rss_kb(child.id()).await;
     let _ = child.kill();
     let _ = child.wait();
@@ -108,6 +168,7 @@ pub async fn time_connector(
     let metrics = format!("http://127.0.0.1:{port}/metrics");
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(600);
+    let pid = child.id();
     let mut started = None;
     let result = loop {
         if Instant::now() > deadline {
@@ -117,18 +178,39 @@ pub async fn time_connector(
             Ok(r) => r.text().await.unwrap_or_default(),
             Err(_) => String::new(),
         };
-        if metric_sum(&text, "connector_messages_acked_total") >= 1.0 {
-            started.get_or_insert_with(Instant::now);
+        if started.is_none() && metric_sum(&text, "connector_messages_acked_total") >= 1.0 {
+            match cpu_time(Some(pid)) {
+                Ok(cpu) => started = Some((Instant::now(), cpu)),
+                Err(e) => break Err(e),
+            }
         }
         if metric_sum(&text, done) >= n as f64 {
-            let took = started.map(|s| s.elapsed()).unwrap_or_default();
-            break rss_kb(child.id()).await.map(|rss_kb| Run { took, rss_kb });
+            let (at, cpu_at) = started.unwrap_or((Instant::now(), Duration::ZERO));
+            let took = at.elapsed();
+            break match cpu_time(Some(pid)) {
+                Ok(cpu) => settle(pid, took, cpu.saturating_sub(cpu_at)).await,
+                Err(e) => Err(e),
+            };
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let _ = child.kill();
     let _ = child.wait();
     result
+}
+
+/// The memory figures of a connector that just finished its load in `took` using `cpu`: now,
+/// [`SETTLE`] later, and its peak.
+async fn settle(pid: u32, took: Duration, cpu: Duration) -> Result<Run, Error> {
+    let rss_kb = rss_kb(pid).await?;
+    tokio::time::sleep(SETTLE).await;
+    Ok(Run {
+        took,
+        rss_kb,
+        settled_rss_kb: self::rss_kb(pid).await?,
+        peak_rss_kb: status_kb(pid, "VmHWM:").await?,
+        cpu,
+    })
 }
 
 /// Produces `n` JSON records `{"n": i, "pad": ...}` to `topic`, round robin over 3 partitions.

@@ -4,15 +4,13 @@ mod connector_cmd;
 mod echo;
 mod gateway_cmd;
 mod logging;
+mod memory;
 mod queue_cmd;
 mod security;
 #[cfg(test)]
 mod settings_doc;
 
 use std::process::ExitCode;
-
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tributary_core::Chain;
@@ -84,6 +82,7 @@ fn parse() -> Cli {
 fn main() -> ExitCode {
     let cli = parse();
     logging::init(cli.log_format);
+    memory::start_scavenger();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

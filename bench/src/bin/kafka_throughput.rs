@@ -19,7 +19,8 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use tributary_bench::{
-    Error, Run, free_port, idle_rss_kb, kafka_produce as produce, mb, rate, time_connector,
+    Error, cpu_time, free_port, idle_rss_kb, kafka_produce as produce, micros_per,
+    print_connector_rss, rate, time_connector,
 };
 
 /// (a) A bare consumer group reading the whole topic.
@@ -48,10 +49,12 @@ fn raw_consume(bootstrap: &str, topic: &str, n: usize) -> Result<Duration, Error
     Ok(started.map(|s| s.elapsed()).unwrap_or_default())
 }
 
-/// (b) HTTP load through the gateway.
-async fn http_load(url: &str, n: usize, concurrency: usize) -> Result<Duration, Error> {
+/// (b) HTTP load through the gateway: how long it took and the CPU time this process (the
+/// load's client) used meanwhile.
+async fn http_load(url: &str, n: usize, concurrency: usize) -> Result<(Duration, Duration), Error> {
     let client = reqwest::Client::new();
     let started = Instant::now();
+    let cpu = cpu_time(None)?;
     let failed = futures::stream::iter(0..n)
         .map(|i| {
             let req = client
@@ -74,7 +77,7 @@ async fn http_load(url: &str, n: usize, concurrency: usize) -> Result<Duration, 
     if failed > 0 {
         return Err(format!("{failed} of {n} HTTP requests failed").into());
     }
-    Ok(started.elapsed())
+    Ok((started.elapsed(), cpu_time(None)?.saturating_sub(cpu)))
 }
 
 /// What the connector runs with.
@@ -135,7 +138,8 @@ async fn main() -> Result<(), Error> {
         let (b, t) = (bootstrap.clone(), topic.to_owned());
         tokio::task::spawn_blocking(move || raw_consume(&b, &t, n)).await??
     };
-    let http = http_load(&format!("{gateway}/function/{function}"), n, concurrency).await?;
+    let (http, http_cpu) =
+        http_load(&format!("{gateway}/function/{function}"), n, concurrency).await?;
     let setup = Setup {
         bin: &bin,
         bootstrap: &bootstrap,
@@ -148,7 +152,7 @@ async fn main() -> Result<(), Error> {
     let idle = idle_rss_kb(connector_cmd(&setup, true, port), port).await?;
     // (c) The connector, timed from its first to its last acknowledgement.
     let port = free_port()?;
-    let Run { took: conn, rss_kb } = time_connector(
+    let run = time_connector(
         connector_cmd(&setup, false, port),
         port,
         "connector_messages_acked_total",
@@ -156,7 +160,7 @@ async fn main() -> Result<(), Error> {
     )
     .await?;
 
-    let (raw_r, http_r, conn_r) = (rate(n, raw), rate(n, http), rate(n, conn));
+    let (raw_r, http_r, conn_r) = (rate(n, raw), rate(n, http), rate(n, run.took));
     let lower = raw_r.min(http_r);
     println!("messages: {n}, concurrency: {concurrency}, order: {order}");
     println!("(a) raw rdkafka consume        {raw_r:>10.0} msg/s");
@@ -169,9 +173,14 @@ async fn main() -> Result<(), Error> {
         conn_r / lower
     );
     println!(
-        "connector RSS: idle {:.1} MB, after {n} messages {:.1} MB (targets < 10 MB, < 20 MB)",
-        mb(idle),
-        mb(rss_kb)
+        "CPU per message: connector {:.1} us, the HTTP load's client {:.1} us",
+        micros_per(run.cpu, n),
+        micros_per(http_cpu, n)
     );
+    println!(
+        "connector CPU per message / the HTTP client's: {:.2}x",
+        run.cpu.as_secs_f64() / http_cpu.as_secs_f64().max(1e-9)
+    );
+    print_connector_rss(idle, &run);
     Ok(())
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, SendMessageBatchRequestEntry};
 
-use tributary_bench::{Error, Run, free_port, idle_rss_kb, mb, rate, time_connector};
+use tributary_bench::{Error, free_port, idle_rss_kb, print_connector_rss, rate, time_connector};
 
 fn client(endpoint: &str) -> Client {
     let creds = aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "bench");
@@ -126,16 +126,14 @@ async fn main() -> Result<(), Error> {
     .await?;
     // The connector, timed from its first acknowledgement to its last delete.
     let port = free_port()?;
-    let Run {
-        took: conn_d,
-        rss_kb,
-    } = time_connector(
+    let run = time_connector(
         connector_cmd(&bin, &endpoint, &gateway, &conn_url, port),
         port,
         "sqs_messages_deleted_total",
         n,
     )
     .await?;
+    let conn_d = run.took;
     let rate = |d: Duration| rate(n, d);
     println!("messages: {n} per queue");
     println!(
@@ -147,10 +145,6 @@ async fn main() -> Result<(), Error> {
         rate(conn_d)
     );
     println!("connector / raw: {:.2}x", rate(conn_d) / rate(raw_d));
-    println!(
-        "connector RSS: idle {:.1} MB, after {n} messages {:.1} MB (targets < 10 MB, < 20 MB)",
-        mb(idle),
-        mb(rss_kb)
-    );
+    print_connector_rss(idle, &run);
     Ok(())
 }

@@ -22,7 +22,8 @@ use_workdir
 NATS_PORT="$(free_port)"
 printf 'listen: 127.0.0.1:%s\njetstream { store_dir: "%s" }\n' "$NATS_PORT" "$WORK/js" > "$WORK/nats.conf"
 "$NATS_SERVER" -c "$WORK/nats.conf" 2>"$WORK/nats.log" &
-PIDS+=($!)
+NATS_PID=$!
+PIDS+=($NATS_PID)
 
 for backend in embedded nats; do
     GW_PORT="$(free_port)"
@@ -38,7 +39,12 @@ for backend in embedded nats; do
     curl -fsS -o /dev/null "http://127.0.0.1:$GW_PORT/system/functions" \
         -d '{"service":"echo","image":"bench/echo","envProcess":"tributary echo","envVars":{"mode":"http"}}'
     printf '\n== backend: %s ==\n' "$backend"
-    "$BIN/async_queue" "http://127.0.0.1:$GW_PORT" echo "$MESSAGES" "$CONCURRENCY"
+    wait_http "http://127.0.0.1:$GW_PORT/function/echo"
+    # The echo function is the gateway's child process (the local provider's replica).
+    FN_PID="$(pgrep -P "$GW_PID" | head -1)"
+    [ -n "$FN_PID" ] || die "the echo function's process was not found"
+    "$BIN/async_queue" "http://127.0.0.1:$GW_PORT" echo "$MESSAGES" "$CONCURRENCY" \
+        "gateway=$GW_PID,function=$FN_PID,nats-server=$NATS_PID"
     kill "$GW_PID"
     wait "$GW_PID" 2>/dev/null || true
 done

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-pub use self::direct::Answer;
 use self::direct::DirectHttp;
 use crate::Chain;
 use crate::auth::{BasicAuth, SecretError};
+pub use crate::http::Answer;
 use crate::http::{HttpClientError, http_client};
 use crate::model::{
     DeleteFunctionRequest, FunctionDeployment, FunctionStatus, ScaleServiceRequest,

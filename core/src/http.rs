@@ -1,7 +1,11 @@
 //! The one way Tributary builds HTTP clients: TCP_NODELAY, pooled keep-alive, a timeout, and an
 //! error when the client cannot be built (never a silent fallback to a client without timeouts).
 
+mod plain;
+
 use std::time::Duration;
+
+pub use plain::{Answer, PlainHttp};
 
 /// The HTTP client could not be built (e.g. no TLS backend could be initialised).
 #[derive(Debug, thiserror::Error)]

@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use tributary_connector_sdk::InvocationOutcome;
 use tributary_core::Chain;
-use tributary_core::http::{HttpClientError, http_client, is_hop_by_hop};
+use tributary_core::http::{HttpClientError, PlainHttp, http_client, is_hop_by_hop};
 use tributary_core::retry::{exponential, full_jitter};
 
 use crate::metrics::WorkerMetrics;
@@ -22,10 +23,12 @@ const NOT_FORWARDED: [&str; 6] = [
 /// Attempts to deliver one callback.
 const ATTEMPTS: u32 = 5;
 
-/// Posts final answers to callback URLs.
+/// Posts final answers to callback URLs: plain `http://` ones straight on hyper, the others
+/// (https, credentials in the URL, a proxy configured) through reqwest.
 #[derive(Clone)]
 pub(crate) struct Callbacks {
     client: reqwest::Client,
+    plain: Option<PlainHttp>,
     metrics: WorkerMetrics,
 }
 
@@ -43,14 +46,30 @@ impl Callbacks {
         max_inflight: usize,
         metrics: WorkerMetrics,
     ) -> Result<Self, HttpClientError> {
+        let user_agent = concat!("tributary-queue-worker/", env!("CARGO_PKG_VERSION"));
+        let idle = max_inflight.max(8);
         Ok(Self {
-            client: http_client(
-                concat!("tributary-queue-worker/", env!("CARGO_PKG_VERSION")),
-                Some(timeout),
-                max_inflight.max(8),
-            )?,
+            client: http_client(user_agent, Some(timeout), idle)?,
+            plain: PlainHttp::new(timeout, idle, user_agent)
+                .map(|p| p.timeout_from("callback_timeout")),
             metrics,
         })
+    }
+
+    /// Sends one callback request: its status, or why there is none.
+    async fn send(&self, request: http::Request<Bytes>) -> Result<http::StatusCode, String> {
+        if let Some(plain) = self
+            .plain
+            .as_ref()
+            .filter(|_| PlainHttp::takes(request.uri()))
+        {
+            return plain.send(request).await.map(|(status, _, _)| status);
+        }
+        let request = reqwest::Request::try_from(request).map_err(|e| Chain(&e).to_string())?;
+        match self.client.execute(request).await {
+            Ok(response) => Ok(response.status()),
+            Err(e) => Err(Chain(&e).to_string()),
+        }
     }
 
     /// POSTs the function's answer (or the lack of one: status 502) to the callback URL,
@@ -59,35 +78,39 @@ impl Callbacks {
         let status = outcome.and_then(|o| o.status).unwrap_or(502);
         let took = outcome.map_or(Duration::ZERO, |o| o.duration);
         for attempt in 1..=ATTEMPTS {
-            let mut builder = self.client.post(to.url);
+            let mut builder = http::Request::post(to.url);
+            let mut body = Bytes::new();
             if let Some(o) = outcome {
                 for (name, value) in &o.headers {
                     if !NOT_FORWARDED.contains(&name.as_str()) && !is_hop_by_hop(name.as_str()) {
                         builder = builder.header(name, value);
                     }
                 }
-                builder = builder.body(o.body.clone());
+                body = o.body.clone();
             }
-            let sent = builder
+            let request = builder
                 .header("X-Call-Id", to.call_id)
                 .header("X-Function-Name", to.function)
-                .header("X-Function-Status", status.to_string())
+                .header("X-Function-Status", status)
                 .header("X-Duration-Seconds", format!("{:.6}", took.as_secs_f64()))
-                .send()
-                .await;
+                .body(body);
+            let sent = match request {
+                Ok(request) => self.send(request).await,
+                Err(e) => Err(format!("the callback URL or a header is invalid: {e}")),
+            };
             match sent {
-                Ok(resp) if resp.status().is_success() => {
+                Ok(code) if code.is_success() => {
                     self.metrics
                         .callbacks
                         .with_label_values(&["delivered"])
                         .inc();
                     return;
                 }
-                Ok(resp) => {
-                    tracing::warn!(call_id = to.call_id, url = to.url, status = %resp.status(), attempt, "callback refused")
+                Ok(code) => {
+                    tracing::warn!(call_id = to.call_id, url = to.url, status = %code, attempt, "callback refused")
                 }
-                Err(e) => {
-                    tracing::warn!(call_id = to.call_id, url = to.url, error = %Chain(&e), attempt, "callback failed")
+                Err(error) => {
+                    tracing::warn!(call_id = to.call_id, url = to.url, %error, attempt, "callback failed")
                 }
             }
             if attempt < ATTEMPTS {

@@ -4,7 +4,12 @@
 //! same run. The callback makes the async path do one more HTTP request per message than the
 //! function call itself, so the ratio is, if anything, pessimistic.
 //!
-//! `async_queue GATEWAY_URL FUNCTION [MESSAGES] [CONCURRENCY]` (run by bench/async.sh).
+//! Given processes as `NAME=PID,...` (the gateway, the function, the broker), it also prints
+//! the CPU time per call of each and of this process (the load's client and the callback
+//! server) in each phase.
+//!
+//! `async_queue GATEWAY_URL FUNCTION [MESSAGES] [CONCURRENCY] [NAME=PID,...]` (run by
+//! bench/async.sh).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tokio::sync::Notify;
+use tributary_bench::{cpu_time, micros_per};
 
 async fn fire(
     client: &reqwest::Client,
@@ -45,12 +51,29 @@ async fn fire(
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: async_queue GATEWAY_URL FUNCTION [MESSAGES] [CONCURRENCY]";
+    let usage = "usage: async_queue GATEWAY_URL FUNCTION [MESSAGES] [CONCURRENCY] [NAME=PID,...]";
     let gateway = args.get(1).ok_or(usage)?.trim_end_matches('/').to_owned();
     let function = args.get(2).ok_or(usage)?.clone();
     let n: usize = args.get(3).map_or(Ok(5_000), |s| s.parse())?;
     let concurrency: usize = args.get(4).map_or(Ok(32), |s| s.parse())?;
-
+    let mut processes: Vec<(String, Option<u32>)> = Vec::new();
+    for named in args
+        .get(5)
+        .map_or("", String::as_str)
+        .split(',')
+        .filter(|s| !s.is_empty())
+    {
+        let (name, pid) = named.split_once('=').ok_or(usage)?;
+        processes.push((name.to_owned(), Some(pid.parse()?)));
+    }
+    processes.push(("this client (and callback server)".to_owned(), None));
+    // CPU time of each process.
+    let cpu = || -> Result<Vec<Duration>, Box<dyn std::error::Error>> {
+        processes
+            .iter()
+            .map(|(_, pid)| cpu_time(*pid).map_err(|e| e.to_string().into()))
+            .collect()
+    };
     // Callback receiver.
     let received = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(Notify::new());
@@ -126,8 +149,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     sync_run(n / 10).await?;
     async_run(n / 10).await?;
+    let c0 = cpu()?;
     let sync = sync_run(n).await?;
+    let c1 = cpu()?;
     let (accept, end_to_end) = async_run(n).await?;
+    let c2 = cpu()?;
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     println!("messages: {n}, concurrency: {concurrency}");
     println!(
@@ -150,5 +176,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ratio async end-to-end / sync: {:.2}x",
         sync.as_secs_f64() / end_to_end.as_secs_f64()
     );
+    if processes.len() > 1 {
+        for (i, (name, _)) in processes.iter().enumerate() {
+            println!(
+                "CPU per call, {name}: sync {:.1} us, async {:.1} us",
+                micros_per(c1[i].saturating_sub(c0[i]), n),
+                micros_per(c2[i].saturating_sub(c1[i]), n)
+            );
+        }
+    }
     Ok(())
 }

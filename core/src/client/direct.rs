@@ -1,36 +1,21 @@
-//! Invocations of a plain-HTTP gateway sent straight on hyper's pooled client: the connectors'
-//! hot path without reqwest's per-request work (URL conversion, client clone, boxed futures,
-//! extensions). Used only where reqwest would add nothing: an `http://` gateway URL without
-//! credentials in it, and no proxy in the environment (reqwest would honour `HTTP_PROXY`).
+//! Invocations of a plain-HTTP gateway sent straight on hyper's pooled client
+//! ([`PlainHttp`]): the connectors' hot path. Used only where reqwest would add nothing: an
+//! `http://` gateway URL without credentials in it, and no proxy in the environment.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ACCEPT, USER_AGENT};
 use http::uri::{Authority, Scheme};
-use http::{HeaderMap, HeaderValue, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
-use crate::Chain;
-
-/// Env vars that make reqwest send plain-HTTP requests through a proxy.
-const PROXY_VARS: [&str; 4] = ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"];
-
-/// What a direct invocation answered: status, headers and the whole body.
-pub type Answer = (StatusCode, HeaderMap, Bytes);
+use crate::http::{Answer, PlainHttp};
 
 /// A pooled plain-HTTP client for one gateway.
 #[derive(Debug, Clone)]
 pub(crate) struct DirectHttp {
-    client: Client<HttpConnector, Full<Bytes>>,
+    http: PlainHttp,
     authority: Authority,
     /// The base URL's path without its trailing slash (`""` or `/prefix`).
     base_path: String,
-    timeout: Duration,
-    user_agent: HeaderValue,
 }
 
 impl DirectHttp {
@@ -42,10 +27,7 @@ impl DirectHttp {
         max_idle_per_host: usize,
         user_agent: &str,
     ) -> Option<Self> {
-        let proxied = PROXY_VARS
-            .iter()
-            .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()));
-        if base.scheme() != "http" || proxied || !base.username().is_empty() {
+        if base.scheme() != "http" || !base.username().is_empty() {
             return None;
         }
         let host = base.host_str()?;
@@ -54,19 +36,11 @@ impl DirectHttp {
             None => Authority::try_from(host),
         }
         .ok()?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(max_idle_per_host)
-            .build(connector);
         Some(Self {
-            client,
+            http: PlainHttp::new(timeout, max_idle_per_host, user_agent)?
+                .timeout_from("upstream_timeout"),
             authority,
             base_path: base.path().trim_end_matches('/').to_owned(),
-            timeout,
-            user_agent: HeaderValue::from_str(user_agent).ok()?,
         })
     }
 
@@ -76,49 +50,21 @@ impl DirectHttp {
         let (mut parts, body) = request.into_parts();
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let full_path = format!("{}{path}", self.base_path);
-        let url = || format!("http://{}{full_path}", self.authority);
         parts.uri = http::Uri::builder()
             .scheme(Scheme::HTTP)
             .authority(self.authority.clone())
             .path_and_query(full_path.as_str())
             .build()
-            .map_err(|e| format!("cannot call {}: {e}", url()))?;
-        parts
-            .headers
-            .entry(USER_AGENT)
-            .or_insert_with(|| self.user_agent.clone());
-        parts
-            .headers
-            .entry(ACCEPT)
-            .or_insert_with(|| HeaderValue::from_static("*/*"));
-        let call = async {
-            let response = self
-                .client
-                .request(http::Request::from_parts(parts, Full::new(body)))
-                .await
-                .map_err(|e| format!("error sending request for url ({}): {}", url(), Chain(&e)))?;
-            let (parts, body) = response.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|e| format!("reading the response of {} failed: {}", url(), Chain(&e)))?;
-            Ok((parts.status, parts.headers, body.to_bytes()))
-        };
-        tokio::time::timeout(self.timeout, call)
-            .await
-            .unwrap_or_else(|_| {
-                Err(format!(
-                    "error sending request for url ({}): timed out after {:?} (upstream_timeout)",
-                    url(),
-                    self.timeout
-                ))
-            })
+            .map_err(|e| format!("cannot call http://{}{full_path}: {e}", self.authority))?;
+        self.http.send(http::Request::from_parts(parts, body)).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::StatusCode;
+    use http::header::{ACCEPT, USER_AGENT};
 
     fn direct(base: &str, timeout: Duration) -> Option<DirectHttp> {
         DirectHttp::new(

@@ -216,25 +216,20 @@ Anonymous:           132 kB
         assert!(releasable("garbage\nAnonymous: 0 kB\n", "/opt/tributary").is_empty());
     }
 
-    /// Resident kibibytes of this process's mappings of its executable, by permissions.
+    /// Resident kibibytes of this process's mappings of its executable with permissions `perms`.
     fn executable_rss_kib(perms: &str) -> u64 {
         let exe = std::fs::read_link("/proc/self/exe").expect("exe");
         let exe = exe.to_string_lossy();
         let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
-        let mut total = 0;
-        let mut counting = false;
+        let (mut total, mut counting) = (0, false);
         for line in smaps.lines() {
-            if let Some((_, _)) = mapping_header(line, &exe) {
-                let mut f = line.split_ascii_whitespace();
-                let p = f.nth(1).unwrap_or("");
-                counting = p == perms && f.nth(3) == Some(&*exe);
-            } else if counting && let Some(kib) = line.strip_prefix("Rss:") {
-                total += kib
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .unwrap_or(0);
+            let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+            match fields.as_slice() {
+                [_, p, _, _, _, path, ..] if mapping_header(line, &exe).is_some() => {
+                    counting = *p == perms && *path == exe;
+                }
+                ["Rss:", kib, ..] if counting => total += kib.parse::<u64>().unwrap_or(0),
+                _ => {}
             }
         }
         total

@@ -244,3 +244,49 @@ async fn up_runs_the_cron_connector_on_its_functions() {
     assert_eq!(r["headers"]["x-connector"], "cron-connector");
     assert!(gw.logs().contains("function scheduled"));
 }
+
+/// Every `tributary` process gives memory back once it is quiet: its scavenger logs the resident
+/// set before and after, the after is lower, and the code it unmapped runs again on demand.
+#[tokio::test]
+async fn a_quiet_process_returns_memory_and_still_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = tributary_tests::free_port();
+    let mut cmd = Command::new(tributary_bin());
+    cmd.args(["echo", "--port", &port.to_string()])
+        .env("RUST_LOG", "info,tributary::memory=debug");
+    let (mut child, log) = tributary_tests::spawn_logged(&mut cmd, dir.path(), "echo");
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    tributary_tests::eventually(
+        Duration::from_secs(20),
+        "the scavenger's first scavenge",
+        || async { logs().contains("memory returned to the system") },
+    )
+    .await;
+    let text = logs();
+    let line = text
+        .lines()
+        .find(|l| l.contains("memory returned to the system"))
+        .unwrap();
+    let figure = |name: &str| -> u64 {
+        let at = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
+        line[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (before, after) = (figure("before_kib"), figure("after_kib"));
+    assert!(after < before, "{line}");
+    // Served after the release: the echo's code is mapped again from the page cache.
+    let answer = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/"))
+        .body("still here")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.text().await.unwrap(), "still here");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -20,8 +20,9 @@ BIN="$CARGO_TARGET_DIR/release"
 use_workdir
 
 start_tansu bench 3
+TANSU_PID="${PIDS[-1]}"
 
 start_gateway_with_echo
 # CONNECTOR_BIN: another build of the connector to compare (the gateway stays this build).
 "$BIN/kafka_throughput" "127.0.0.1:$KAFKA_PORT" "http://127.0.0.1:$GW_PORT" echo "${CONNECTOR_BIN:-$BIN/tributary}" \
-    "$MESSAGES" "$CONCURRENCY" "$ORDER"
+    "$MESSAGES" "$CONCURRENCY" "$ORDER" "$TANSU_PID"

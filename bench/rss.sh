@@ -88,7 +88,7 @@ measure() {
 }
 
 gateway_url="http://127.0.0.1:$GW_PORT" nats_url="nats://127.0.0.1:$NATS_PORT" topics=bench \
-    metrics_port=0 RUST_LOG=warn "$BIN/tributary" connector nats 2>"$WORK/tri-nats.log" &
+    metrics_port=0 RUST_LOG=warn "${CONNECTOR_BIN:-$BIN/tributary}" connector nats 2>"$WORK/tri-nats.log" &
 TRI_PID=$!
 PIDS+=($TRI_PID)
 TRI="$(measure tributary "$TRI_PID")"

@@ -31,6 +31,41 @@ impl ConnectorCommand {
             Self::Sqs(_) => "sqs",
         }
     }
+
+    /// The threads its runtime should have.
+    pub fn runtime(&self) -> RuntimeArgs {
+        match self {
+            Self::Cron(a) => a.runtime,
+            Self::Nats(a) => a.runtime,
+            Self::Kafka(a) => a.runtime,
+            Self::Sqs(a) => a.runtime,
+        }
+    }
+}
+
+/// How many threads run a connector.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct RuntimeArgs {
+    /// Threads that run the connector's deliveries. With 1, everything runs on one thread:
+    /// the least CPU per message (no hand-offs between threads), enough for tens of thousands
+    /// of calls a second; more spread the work over that many threads, for a connector that
+    /// needs more than one core.
+    #[arg(long, env = "worker_threads", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: u16,
+}
+
+impl RuntimeArgs {
+    /// The runtime these settings ask for.
+    pub fn builder(self) -> tokio::runtime::Builder {
+        match self.worker_threads {
+            1 => tokio::runtime::Builder::new_current_thread(),
+            n => {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                builder.worker_threads(usize::from(n));
+                builder
+            }
+        }
+    }
 }
 
 /// A connector's settings: the ones every connector shares, and its own.
@@ -42,6 +77,9 @@ pub struct With<T: Args> {
     /// The connector's own settings.
     #[command(flatten)]
     pub own: T,
+    /// Its runtime's threads.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 /// Runs a connector until SIGINT/SIGTERM.

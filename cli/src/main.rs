@@ -83,10 +83,12 @@ fn main() -> ExitCode {
     let cli = parse();
     logging::init(cli.log_format);
     memory::start_scavenger();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = match &cli.command {
+        // A connector runs on one thread unless told otherwise (worker_threads).
+        Command::Connector(c) => c.runtime().builder(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             print_error(&format!("cannot start the async runtime: {e}"));

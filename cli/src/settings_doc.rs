@@ -52,7 +52,9 @@ pub(crate) fn sections() -> Vec<Section> {
         },
         plain(
             "connector",
-            args_of::<tributary_connector_sdk::ControllerConfig>(),
+            crate::connector_cmd::RuntimeArgs::augment_args(args_of::<
+                tributary_connector_sdk::ControllerConfig,
+            >()),
         ),
         plain("cron", args_of::<tributary_cron::CronConfig>()),
         plain("nats", args_of::<tributary_nats::NatsConfig>()),

@@ -225,5 +225,12 @@ async fn unknown_function_options(shared: &Shared, function: &str) -> FunctionOp
     shared.sync.refresh(UNKNOWN_FUNCTION_REFRESH).await;
     shared
         .options(&shared.sync.topic_map(), function)
-        .unwrap_or_else(|| FunctionOptions::defaults(&shared.defaults, shared.cloudevents))
+        .unwrap_or_else(|| {
+            FunctionOptions::defaults(
+                &shared.defaults,
+                shared.cloudevents,
+                function,
+                &shared.metrics,
+            )
+        })
 }

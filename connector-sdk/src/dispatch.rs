@@ -63,6 +63,7 @@ impl Shared {
             self.cloudevents,
             function,
             f,
+            &self.metrics,
         ))
     }
 }
@@ -230,14 +231,14 @@ impl Dispatcher {
             });
             chosen.push((f, o, rx));
         }
-        self.tasks.spawn(deliver(
+        self.tasks.spawn(Box::pin(deliver(
             self.shared.clone(),
             a,
             Vec::new(),
             None,
             HashMap::new(),
             Some(chosen),
-        ));
+        )));
     }
 
     fn admit(&mut self, a: Admitted) {
@@ -288,14 +289,15 @@ impl Dispatcher {
     fn start(&mut self, a: Admitted, targets: Vec<Target>, key: Option<String>) {
         let key = key.map(|k| (k, self.done_tx.clone()));
         let batchers = self.batchers_for(&targets);
-        self.tasks.spawn(deliver(
+        // Boxed first: the delivery's state is moved once, not through every spawn layer.
+        self.tasks.spawn(Box::pin(deliver(
             self.shared.clone(),
             a,
             targets,
             key,
             batchers,
             None,
-        ));
+        )));
     }
 }
 

@@ -7,16 +7,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
 use tokio_util::sync::CancellationToken;
 use tributary_core::client::{ClientError, GatewayClient, Invocation, Loopback, invocation_path};
 use tributary_core::http::http_client;
-use tributary_core::retry::{RetrySettings, retry_after};
+use tributary_core::retry::retry_after;
 
 use crate::config::ControllerConfig;
 
 /// The header carrying the attempt number of a delivery (1 for the first, 2 for the first
 /// retry), so the gateway can count retries per connector and topic.
 pub const DELIVERY_ATTEMPT: &str = "X-Delivery-Attempt";
+const X_DELIVERY_ATTEMPT: HeaderName = HeaderName::from_static("x-delivery-attempt");
+const X_TOPIC: HeaderName = HeaderName::from_static("x-topic");
+const X_CONNECTOR: HeaderName = HeaderName::from_static("x-connector");
 use tributary_core::trace::{SpanKind, TRACEPARENT, TraceContext};
 
 use crate::event::{EventInfo, IDEMPOTENCY_KEY, binary_mode};
@@ -80,11 +84,19 @@ pub(crate) struct Request<'a> {
 pub struct Invoker {
     client: GatewayClient,
     kind: Invocation,
-    content_type: Arc<str>,
-    connector: Arc<str>,
+    content_type: HeaderValue,
+    connector: HeaderValue,
     metrics: ConnectorMetrics,
     /// The gateway in-process, when the connector runs inside it.
     loopback: Option<Loopback>,
+}
+
+/// A setting sent on every call, checked once.
+fn header_value(setting: &'static str, value: &str) -> Result<HeaderValue, ClientError> {
+    HeaderValue::from_str(value).map_err(|_| ClientError::HeaderValue {
+        setting,
+        value: value.to_owned(),
+    })
 }
 
 enum Attempt {
@@ -120,15 +132,16 @@ impl Invoker {
             } else {
                 Invocation::Sync
             },
-            content_type: config.content_type.as_str().into(),
-            connector: connector.into(),
+            content_type: header_value("content_type", &config.content_type)?,
+            connector: header_value("the connector's name", connector)?,
             metrics,
             loopback,
         })
     }
 
     /// The request for attempt number `attempt` (1 for the first), its URI the gateway path;
-    /// `cloudevents`: in CloudEvents binary mode.
+    /// `cloudevents`: in CloudEvents binary mode. Built on its header map directly (a
+    /// builder moves the whole request head on every header).
     fn request(
         &self,
         function: &str,
@@ -145,41 +158,49 @@ impl Invoker {
             _ => (Cow::Borrowed(req.headers), req.payload.clone()),
         };
         let has = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
-        let mut builder = match req.call {
+        let mut request = http::Request::new(body);
+        let map = request.headers_mut();
+        map.reserve(headers.len() + 6);
+        match req.call {
             // A replayed call: its own method, path and headers, only its idempotency key added.
-            Some(call) => http::Request::builder()
-                .method(call.method.clone())
-                .uri(invocation_path(Invocation::Sync, function, &call.path)),
+            Some(call) => {
+                *request.method_mut() = call.method.clone();
+                *request.uri_mut() =
+                    http::Uri::try_from(invocation_path(Invocation::Sync, function, &call.path))?;
+            }
             None => {
-                let mut b = http::Request::builder()
-                    .method(http::Method::POST)
-                    .uri(invocation_path(self.kind, function, ""));
                 if !has("x-topic") {
-                    b = b.header("X-Topic", req.topic);
+                    map.insert(X_TOPIC, HeaderValue::from_str(req.topic)?);
                 }
                 if !has("x-connector") {
-                    b = b.header("X-Connector", &*self.connector);
+                    map.insert(X_CONNECTOR, self.connector.clone());
                 }
                 if !has("content-type") {
-                    b = b.header(http::header::CONTENT_TYPE, &*self.content_type);
+                    map.insert(http::header::CONTENT_TYPE, self.content_type.clone());
                 }
-                b.header(DELIVERY_ATTEMPT, attempt)
+                map.insert(X_DELIVERY_ATTEMPT, HeaderValue::from(attempt));
+                *request.method_mut() = http::Method::POST;
+                *request.uri_mut() = http::Uri::try_from(invocation_path(self.kind, function, ""))?;
             }
-        };
+        }
+        let map = request.headers_mut();
         if let Some(id) = &req.event.id
             && !has(IDEMPOTENCY_KEY)
         {
-            builder = builder.header(IDEMPOTENCY_KEY, id.as_str());
+            map.insert(
+                HeaderName::from_static("idempotency-key"),
+                HeaderValue::from_str(id)?,
+            );
         }
         // The message's own traceparent is replaced by this call's span, its child.
-        builder = builder.header(TRACEPARENT, trace.header());
+        map.insert(HeaderName::from_static(TRACEPARENT), trace.header_value());
         for (k, v) in headers
             .iter()
             .filter(|(k, _)| !k.eq_ignore_ascii_case(TRACEPARENT))
         {
-            builder = builder.header(k.as_str(), v.as_str());
+            map.append(HeaderName::try_from(k.as_str())?, HeaderValue::from_str(v)?);
         }
-        builder.body(body)
+        Ok(request)
     }
 
     /// Sends `request` to the gateway, in-process when there is a loopback: the status, headers
@@ -195,18 +216,17 @@ impl Invoker {
         self.client.call_invocation(request).await
     }
 
-    /// One call, classified by `settings`.
+    /// One call, classified by the function's retry settings.
     async fn attempt(
         &self,
         function: &str,
         req: &Request<'_>,
-        settings: &RetrySettings,
+        options: &FunctionOptions,
         number: u32,
-        cloudevents: bool,
         trace: TraceContext,
     ) -> Attempt {
-        let started = Instant::now();
-        let sent = match self.request(function, req, number, cloudevents, trace) {
+        let (settings, started) = (&*options.retry, Instant::now());
+        let sent = match self.request(function, req, number, options.cloudevents, trace) {
             Ok(request) => self.send(request).await,
             Err(e) => Err(format!("the message's headers make no valid request: {e}")),
         };
@@ -229,7 +249,7 @@ impl Invoker {
             }
             Ok((status, headers, body)) => Attempt::Done(status.as_u16(), headers, body),
         };
-        self.metrics.attempt(function, started.elapsed());
+        options.metrics.attempt(started.elapsed());
         attempt
     }
 
@@ -296,19 +316,9 @@ impl Invoker {
             };
         loop {
             attempts += 1;
-            match self
-                .attempt(
-                    function,
-                    req,
-                    settings,
-                    attempts,
-                    options.cloudevents,
-                    trace,
-                )
-                .await
-            {
+            match self.attempt(function, req, options, attempts, trace).await {
                 Attempt::Done(status, headers, body) => {
-                    self.metrics.invoked(function, Some(status));
+                    options.metrics.invoked(Some(status));
                     let (delivery, error) = if (200..300).contains(&status) {
                         (Delivery::Delivered, None)
                     } else {
@@ -326,7 +336,7 @@ impl Invoker {
                     body,
                 } => {
                     if attempts > max_retries {
-                        self.metrics.invoked(function, status);
+                        options.metrics.invoked(status);
                         return outcome(
                             Delivery::Failed,
                             status,

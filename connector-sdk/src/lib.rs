@@ -70,7 +70,7 @@ pub use invoker::{Delivery, InvocationOutcome};
 pub use message::{DeadLetter, DirectCall, FailedInvocation, Message};
 pub use metrics::ConnectorMetrics;
 pub use runtime::{Connector, ConnectorError, ResponseSubscriber, run};
-pub use source::{Closed, DeliveryOrder, RetryPolicy, Source, SourceContext, SourceError};
+pub use source::{Closed, DeliveryOrder, Full, RetryPolicy, Source, SourceContext, SourceError};
 pub use topic_map::{TopicMap, TopicMapSync};
 pub use tributary_core::client::ClientError;
 pub use tributary_core::model::FunctionStatus;

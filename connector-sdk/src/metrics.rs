@@ -1,8 +1,9 @@
 //! The connector's Prometheus metrics, and the `/metrics` endpoint that serves them.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prometheus::{Gauge, HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry};
+use prometheus::{Gauge, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry};
 use tokio_util::sync::CancellationToken;
 use tributary_core::metrics::{Registrar, render, serve};
 
@@ -141,14 +142,18 @@ impl ConnectorMetrics {
         self.filtered.with_label_values(&[topic, function]).inc();
     }
 
-    pub(crate) fn attempt(&self, function: &str, took: Duration) {
-        self.latency
-            .with_label_values(&[function])
-            .observe(took.as_secs_f64());
-    }
-
     pub(crate) fn retried(&self, function: &str) {
         self.retries.with_label_values(&[function]).inc();
+    }
+
+    /// The metric handles of `function`, looked up once (per topic map) instead of per call.
+    pub(crate) fn function(&self, function: &str) -> FunctionMetrics {
+        FunctionMetrics {
+            latency: self.latency.with_label_values(&[function]),
+            ok: self.invocations.with_label_values(&[function, "200"]),
+            name: function.into(),
+            all: self.clone(),
+        }
     }
 
     pub(crate) fn invoked(&self, function: &str, status: Option<u16>) {
@@ -181,5 +186,38 @@ impl ConnectorMetrics {
         cancel: CancellationToken,
     ) -> std::io::Result<()> {
         serve(self.registry, listener, cancel).await
+    }
+}
+
+/// One function's metric handles: the latency histogram and the count of 200 answers (by far
+/// the most common); other codes are looked up by label.
+#[derive(Clone)]
+pub(crate) struct FunctionMetrics {
+    latency: Histogram,
+    ok: IntCounter,
+    name: Arc<str>,
+    all: ConnectorMetrics,
+}
+
+impl FunctionMetrics {
+    /// One call attempt took `took`.
+    pub(crate) fn attempt(&self, took: Duration) {
+        self.latency.observe(took.as_secs_f64());
+    }
+
+    /// A final outcome: the status the function answered (`None`: no answer).
+    pub(crate) fn invoked(&self, status: Option<u16>) {
+        match status {
+            Some(200) => self.ok.inc(),
+            other => self.all.invoked(&self.name, other),
+        }
+    }
+}
+
+impl std::fmt::Debug for FunctionMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FunctionMetrics")
+            .field("function", &self.name)
+            .finish_non_exhaustive()
     }
 }

@@ -12,7 +12,7 @@ use tributary_core::retry::RetrySettings;
 use crate::batch::{BATCH_SIZE_ANNOTATION, BATCH_WINDOW_ANNOTATION, BatchSettings};
 use crate::event::{CLOUDEVENTS_ANNOTATION, wants_cloudevents};
 use crate::filter::{FILTER_ANNOTATION, Filter, FilterError, event_of};
-use crate::metrics::ConnectorMetrics;
+use crate::metrics::{ConnectorMetrics, FunctionMetrics};
 
 /// One function's delivery options.
 #[derive(Debug, Clone)]
@@ -27,6 +27,8 @@ pub(crate) struct FunctionOptions {
     pub(crate) batch: Option<BatchSettings>,
     /// Why its batch annotations cannot be used (it then gets one message per call).
     pub(crate) batch_error: Option<String>,
+    /// Its metric handles.
+    pub(crate) metrics: FunctionMetrics,
 }
 
 impl FunctionOptions {
@@ -37,6 +39,7 @@ impl FunctionOptions {
         cloudevents: bool,
         function: &str,
         f: &FunctionStatus,
+        metrics: &ConnectorMetrics,
     ) -> Self {
         let batch = BatchSettings::parse(
             f.annotation(BATCH_SIZE_ANNOTATION),
@@ -52,17 +55,24 @@ impl FunctionOptions {
             filter: f.annotation(FILTER_ANNOTATION).map(Filter::parse),
             batch: batch.as_ref().ok().copied().flatten(),
             batch_error: batch.err(),
+            metrics: metrics.function(function),
         }
     }
 
-    /// Options for a function the topic map does not know: the defaults.
-    pub(crate) fn defaults(defaults: &RetrySettings, cloudevents: bool) -> Self {
+    /// Options for `function`, which the topic map does not know: the defaults.
+    pub(crate) fn defaults(
+        defaults: &RetrySettings,
+        cloudevents: bool,
+        function: &str,
+        metrics: &ConnectorMetrics,
+    ) -> Self {
         Self {
             retry: Arc::new(defaults.clone()),
             cloudevents,
             filter: None,
             batch: None,
             batch_error: None,
+            metrics: metrics.function(function),
         }
     }
 }
@@ -136,8 +146,15 @@ mod tests {
         let defaults = RetrySettings::new(3, Duration::from_millis(1), Duration::from_secs(1));
         let metrics = ConnectorMetrics::new();
         let reported = Reported::default();
-        let opts =
-            |a: &[(&str, &str)]| Arc::new(FunctionOptions::of(&defaults, false, "f", &function(a)));
+        let opts = |a: &[(&str, &str)]| {
+            Arc::new(FunctionOptions::of(
+                &defaults,
+                false,
+                "f",
+                &function(a),
+                &ConnectorMetrics::new(),
+            ))
+        };
         let targets = vec![
             ("all".to_owned(), opts(&[])),
             (

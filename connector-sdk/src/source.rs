@@ -92,6 +92,11 @@ impl From<Closed> for SourceError {
 }
 
 /// A message with the in-flight permit it holds until its outcome is final.
+/// A message [`SourceContext::try_send`] had no room for (or that arrived at shutdown): send
+/// it with [`SourceContext::send`], which waits, or hands it back when the runtime is closing.
+#[derive(Debug)]
+pub struct Full(pub Box<Message>);
+
 pub(crate) struct Admitted {
     pub(crate) message: Message,
     pub(crate) permit: OwnedSemaphorePermit,
@@ -130,6 +135,23 @@ impl SourceContext {
             return Err(Closed);
         }
         Ok(())
+    }
+
+    /// Sends `message` if the runtime has room for it now, without waiting: for a source on a
+    /// thread of its own, which then needs no runtime round trip per message. A message there
+    /// is no room for is given back ([`Full`]) to [`Self::send`] when the source may wait.
+    pub fn try_send(&self, message: Message) -> Result<(), Full> {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            return Err(Full(Box::new(message)));
+        };
+        // The channel holds as many messages as there are permits: with one, there is room.
+        self.tx
+            .try_send(Admitted { message, permit })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(a) | mpsc::error::TrySendError::Closed(a) => {
+                    Full(Box::new(a.message))
+                }
+            })
     }
 
     /// Whether the runtime has room for another message now (a [`Self::send`] would not wait).
@@ -223,4 +245,50 @@ pub trait Source: Send + 'static {
     async fn run(self, ctx: SourceContext) -> Result<(), SourceError>
     where
         Self: Sized;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ack::NoAck;
+
+    fn context(capacity: usize) -> (SourceContext, mpsc::Receiver<Admitted>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let (_, topics) = watch::channel(Arc::new(TopicMap::default()));
+        let ctx = SourceContext {
+            tx,
+            permits: Arc::new(Semaphore::new(capacity)),
+            capacity,
+            topics,
+            cancel: CancellationToken::new(),
+            registry: prometheus::Registry::new(),
+            lag: crate::lag::LagFigures::default(),
+        };
+        (ctx, rx)
+    }
+
+    #[tokio::test]
+    async fn try_send_admits_while_there_is_room_and_hands_the_rest_back() {
+        let (ctx, mut rx) = context(2);
+        ctx.try_send(Message::new("t", "one", NoAck)).expect("room");
+        ctx.try_send(Message::new("t", "two", NoAck)).expect("room");
+        let Err(Full(back)) = ctx.try_send(Message::new("t", "three", NoAck)) else {
+            panic!("admitted beyond the capacity");
+        };
+        assert_eq!(&back.payload[..], b"three");
+        assert!(!ctx.has_room());
+        // A finished message frees its permit: there is room again.
+        let first = rx.recv().await.expect("admitted");
+        assert_eq!(&first.message.payload[..], b"one");
+        drop(first);
+        ctx.try_send(*back).expect("room again");
+        assert_eq!(
+            &rx.recv().await.expect("second").message.payload[..],
+            b"two"
+        );
+        assert_eq!(
+            &rx.recv().await.expect("third").message.payload[..],
+            b"three"
+        );
+    }
 }

@@ -70,6 +70,14 @@ pub enum ClientError {
     /// Basic-auth credentials could not be read.
     #[error("basic_auth is on but its credentials cannot be read")]
     Credentials(#[from] SecretError),
+    /// A setting sent as a header on every call is not a valid header value.
+    #[error("{setting} {value:?} cannot be sent as an HTTP header value: use visible ASCII")]
+    HeaderValue {
+        /// The setting.
+        setting: &'static str,
+        /// The value given.
+        value: String,
+    },
 }
 
 impl ClientError {

@@ -105,6 +105,18 @@ impl TraceContext {
     }
 
     /// The `traceparent` value naming this span.
+    pub fn header_value(&self) -> http::HeaderValue {
+        // 55 visible ASCII bytes, written without the formatting machinery (once per call).
+        let mut text = [0u8; 55];
+        text[..3].copy_from_slice(b"00-");
+        hex(&mut text[3..35], self.trace_id);
+        text[35] = b'-';
+        hex(&mut text[36..52], u128::from(self.span_id));
+        text[52..].copy_from_slice(if self.sampled { b"-01" } else { b"-00" });
+        http::HeaderValue::from_bytes(&text).unwrap_or(http::HeaderValue::from_static(""))
+    }
+
+    /// The `traceparent` header's text.
     pub fn header(&self) -> String {
         format!(
             "00-{:032x}-{:016x}-{:02x}",
@@ -112,6 +124,15 @@ impl TraceContext {
             self.span_id,
             u8::from(self.sampled)
         )
+    }
+}
+
+/// Writes the low `out.len()` hex digits of `n` into `out`, lower case.
+fn hex(out: &mut [u8], mut n: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in out.iter_mut().rev() {
+        *byte = DIGITS[(n & 0xf) as usize];
+        n >>= 4;
     }
 }
 
@@ -450,6 +471,21 @@ mod tests {
             ),
             (Some(2), Some("it broke"))
         );
+    }
+
+    #[test]
+    fn the_header_value_is_the_header_text() {
+        for text in [
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-00000000000000000000000000000001-0000000000000001-00",
+            "00-ffffffffffffffffffffffffffffffff-ffffffffffffffff-01",
+        ] {
+            let c = TraceContext::parse(text).expect("valid");
+            assert_eq!(c.header_value(), text);
+            assert_eq!(c.header(), text);
+        }
+        let root = TraceContext::new_root();
+        assert_eq!(root.header_value(), root.header().as_str());
     }
 
     #[test]

@@ -30,7 +30,12 @@ async fn fires_every_second_with_cron_headers() {
     let f = dir.path().join("tick.jsonl");
     gw.deploy_ok(scheduled("tick", &f, "* * * * * *", &[]))
         .await;
-    let cron = ConnectorProcess::start("cron", &gw, &[("rebuild_interval", "1s")]);
+    // On a multi-threaded runtime (the other tests run the default, one thread).
+    let cron = ConnectorProcess::start(
+        "cron",
+        &gw,
+        &[("rebuild_interval", "1s"), ("worker_threads", "2")],
+    );
     let records = records_reach(&f, 3, Duration::from_secs(15)).await;
     let mut scheduled_times = Vec::new();
     for r in &records {
@@ -229,4 +234,17 @@ fn bad_connector_config_fails_fast() {
         err.contains("invalid cron_timezone=") && err.contains("Nowhere/Special"),
         "{err}"
     );
+    for threads in ["0", "many"] {
+        let out = std::process::Command::new(tributary_tests::tributary_bin())
+            .args(["connector", "cron"])
+            .env("worker_threads", threads)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("worker_threads") && err.contains(threads),
+            "{err}"
+        );
+    }
 }

@@ -8,7 +8,10 @@
 //! connector's resident memory idle (subscribed, a new group starting at the end of the topic)
 //! and after the run.
 //!
-//! `kafka_throughput BOOTSTRAP GATEWAY_URL FUNCTION TRIBUTARY_BIN [MESSAGES] [CONCURRENCY] [ORDER]`
+//! With the broker's process id (`BROKER_PID`), it also prints the broker's CPU per message
+//! while the connector reads the topic: a cost the HTTP load does not have.
+//!
+//! `kafka_throughput BOOTSTRAP GATEWAY_URL FUNCTION TRIBUTARY_BIN [MESSAGES] [CONCURRENCY] [ORDER] [BROKER_PID]`
 //! (run by bench/kafka.sh).
 
 use std::process::Command;
@@ -123,7 +126,7 @@ fn connector_cmd(s: &Setup<'_>, from_end: bool, port: u16) -> Command {
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: kafka_throughput BOOTSTRAP GATEWAY_URL FUNCTION TRIBUTARY_BIN [MESSAGES] [CONCURRENCY] [ORDER]";
+    let usage = "usage: kafka_throughput BOOTSTRAP GATEWAY_URL FUNCTION TRIBUTARY_BIN [MESSAGES] [CONCURRENCY] [ORDER] [BROKER_PID]";
     let bootstrap = args.get(1).ok_or(usage)?.clone();
     let gateway = args.get(2).ok_or(usage)?.trim_end_matches('/').to_owned();
     let function = args.get(3).ok_or(usage)?.clone();
@@ -131,6 +134,7 @@ async fn main() -> Result<(), Error> {
     let n: usize = args.get(5).map_or(Ok(20_000), |s| s.parse())?;
     let concurrency: usize = args.get(6).map_or(Ok(64), |s| s.parse())?;
     let order = args.get(7).cloned().unwrap_or_else(|| "none".to_owned());
+    let broker: Option<u32> = args.get(8).map(|p| p.parse()).transpose()?;
     let topic = "bench";
 
     produce(&bootstrap, topic, n).await?;
@@ -152,6 +156,7 @@ async fn main() -> Result<(), Error> {
     let idle = idle_rss_kb(connector_cmd(&setup, true, port), port).await?;
     // (c) The connector, timed from its first to its last acknowledgement.
     let port = free_port()?;
+    let broker_cpu = broker.map(|pid| cpu_time(Some(pid))).transpose()?;
     let run = time_connector(
         connector_cmd(&setup, false, port),
         port,
@@ -181,6 +186,14 @@ async fn main() -> Result<(), Error> {
         "connector CPU per message / the HTTP client's: {:.2}x",
         run.cpu.as_secs_f64() / http_cpu.as_secs_f64().max(1e-9)
     );
+    if let (Some(pid), Some(before)) = (broker, broker_cpu) {
+        // The whole connector run (group join and settling included): an upper bound.
+        let used = cpu_time(Some(pid))?.saturating_sub(before);
+        println!(
+            "CPU per message: the broker while the connector reads {:.1} us",
+            micros_per(used, n)
+        );
+    }
     print_connector_rss(idle, &run);
     Ok(())
 }

@@ -28,6 +28,7 @@ Service. Takes a dict:
   "basic_auth" $v.basicAuth
   "secret_mount_path" "/var/secrets/gateway"
   "max_inflight" $v.maxInflight
+  "worker_threads" $v.workerThreads
   "max_retries" $v.maxRetries
   "initial_retry_wait" $v.initialRetryWait
   "max_retry_wait" $v.maxRetryWait

@@ -1,6 +1,6 @@
 //! Kafka metrics, per partition: consumed, committed offset and consumer lag.
 
-use prometheus::{IntCounterVec, IntGaugeVec, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Registry};
 use tributary_core::metrics::Registrar;
 
 /// The Kafka connector's own metrics, beside the SDK's.
@@ -47,10 +47,11 @@ impl KafkaMetrics {
         })
     }
 
-    pub(crate) fn consumed(&self, topic: &str, partition: i32) {
+    /// The count of messages taken from a partition: looked up once per partition by the
+    /// consumer thread, which keeps it.
+    pub(crate) fn consumed(&self, topic: &str, partition: i32) -> IntCounter {
         self.consumed
             .with_label_values(&[topic, &partition.to_string()])
-            .inc();
     }
 
     pub(crate) fn committed(&self, topic: &str, partition: i32, offset: i64) {

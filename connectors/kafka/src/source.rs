@@ -1,13 +1,14 @@
 //! The Kafka [`Source`]: a consumer-group member on its own thread, handing messages to the
 //! runtime and committing, per partition, only offsets below the lowest unfinished message.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use base64::Engine;
 use bytes::Bytes;
+use prometheus::IntCounter;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Headers};
@@ -15,7 +16,7 @@ use rdkafka::{Message as _, Offset};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tributary_connector_sdk::{
-    Acknowledge, Closed, DeadLetter, DeliveryOrder, EventInfo, Message, RetryPolicy, Source,
+    Acknowledge, Closed, DeadLetter, DeliveryOrder, EventInfo, Full, Message, RetryPolicy, Source,
     SourceContext, SourceError,
 };
 use tributary_core::Chain;
@@ -116,6 +117,7 @@ impl Source for KafkaSource {
                     dead_letters,
                     config,
                     last_commit: std::cell::Cell::new(Instant::now()),
+                    consumed: Default::default(),
                     rewind_tx,
                     rewinds,
                 };
@@ -139,6 +141,8 @@ struct ConsumerLoop {
     dead_letters: Option<Arc<DeadLetters>>,
     config: KafkaConfig,
     last_commit: std::cell::Cell<Instant>,
+    /// The consumed-messages counter of each partition seen.
+    consumed: std::cell::RefCell<HashMap<Partition, IntCounter>>,
     /// Messages handed back (nacked) while running, to be read again.
     rewind_tx: std::sync::mpsc::Sender<Rewind>,
     rewinds: std::sync::mpsc::Receiver<Rewind>,
@@ -282,10 +286,13 @@ impl ConsumerLoop {
                 Ok(())
             }
             Some(Ok(m)) => {
-                let message = self.message(&m);
-                match message {
-                    Some(message) => self.handle.block_on(self.ctx.send(message)),
-                    None => Ok(()),
+                let Some(message) = self.message(&m) else {
+                    return Ok(());
+                };
+                // Most messages find room at once: no runtime round trip for them.
+                match self.ctx.try_send(message) {
+                    Ok(()) => Ok(()),
+                    Err(Full(message)) => self.handle.block_on(self.ctx.send(*message)),
                 }
             }
         }
@@ -295,8 +302,18 @@ impl ConsumerLoop {
     /// partition is being revoked.
     fn message(&self, m: &BorrowedMessage<'_>) -> Option<Message> {
         let (topic, partition, offset) = (m.topic().to_owned(), m.partition(), m.offset());
-        self.metrics.consumed(&topic, partition);
         let key = (topic.clone(), partition);
+        {
+            let mut consumed = self.consumed.borrow_mut();
+            match consumed.get(&key) {
+                Some(counter) => counter.inc(),
+                None => {
+                    let counter = self.metrics.consumed(&topic, partition);
+                    counter.inc();
+                    consumed.insert(key.clone(), counter);
+                }
+            }
+        }
         let Some(epoch) = self.tracker.take(&key, offset) else {
             tracing::debug!(%topic, partition, offset, "partition is being revoked: message left to the next owner");
             return None;
@@ -354,8 +371,7 @@ impl ConsumerLoop {
     /// offset, so the message is delivered again (and those after it too: at-least-once). Its
     /// offset stays unfinished, so nothing at or after it is committed meanwhile.
     fn rewind(&self) {
-        let mut points: std::collections::HashMap<Partition, i64> =
-            std::collections::HashMap::new();
+        let mut points: HashMap<Partition, i64> = HashMap::new();
         while let Ok((partition, epoch)) = self.rewinds.try_recv() {
             if let Some(offset) = self.tracker.rewind_point(&partition, epoch) {
                 points.insert(partition, offset);

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::uri::{Authority, Scheme};
+use http::uri::{Authority, PathAndQuery, Scheme};
 
 use crate::http::{Answer, PlainHttp};
 
@@ -48,14 +48,22 @@ impl DirectHttp {
     /// otherwise (unreachable, broken connection, timeout), naming the URL.
     pub(crate) async fn send(&self, request: http::Request<Bytes>) -> Result<Answer, String> {
         let (mut parts, body) = request.into_parts();
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let full_path = format!("{}{path}", self.base_path);
-        parts.uri = http::Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(self.authority.clone())
-            .path_and_query(full_path.as_str())
-            .build()
-            .map_err(|e| format!("cannot call http://{}{full_path}: {e}", self.authority))?;
+        let path = parts.uri.path_and_query().cloned();
+        let path = match (self.base_path.as_str(), path) {
+            // The usual case (a gateway at the root): the path as it is, not parsed again.
+            ("", Some(path)) => path,
+            (base, path) => {
+                let full = format!("{base}{}", path.as_ref().map_or("/", |p| p.as_str()));
+                PathAndQuery::try_from(full.as_str())
+                    .map_err(|e| format!("cannot call http://{}{full}: {e}", self.authority))?
+            }
+        };
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(self.authority.clone());
+        uri.path_and_query = Some(path);
+        parts.uri = http::Uri::from_parts(uri)
+            .map_err(|e| format!("cannot call http://{}: {e}", self.authority))?;
         self.http.send(http::Request::from_parts(parts, body)).await
     }
 }

@@ -74,7 +74,8 @@ impl PlainHttp {
     /// there is none otherwise (unreachable, broken connection, timeout), naming the URL.
     pub async fn send(&self, request: http::Request<Bytes>) -> Result<Answer, String> {
         let (mut parts, body) = request.into_parts();
-        let url = parts.uri.to_string();
+        // Named only in errors: formatted then, not on every call.
+        let url = parts.uri.clone();
         parts
             .headers
             .entry(USER_AGENT)

@@ -115,9 +115,7 @@ fn continue_trace(headers: &mut http::HeaderMap) -> Option<ActiveSpan> {
         .and_then(|v| v.to_str().ok())
         .and_then(TraceContext::parse);
     let span = tracer.start("proxy", SpanKind::Server, incoming.as_ref());
-    if let Ok(v) = HeaderValue::from_str(&span.context().header()) {
-        headers.insert(TRACEPARENT, v);
-    }
+    headers.insert(TRACEPARENT, span.context().header_value());
     Some(span)
 }
 

@@ -4,6 +4,7 @@
 # against synchronous /function calls of the same mode=http echo function in the same run.
 #
 #   bash bench/async.sh               # MESSAGES=20000 CONCURRENCY=32 by default
+#   GATEWAY_BIN=path bash bench/async.sh   # another build of the gateway, to compare
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -32,7 +33,7 @@ for backend in embedded nats; do
     else
         QUEUE=(env "queue_path=$WORK/queue.db")
     fi
-    RUST_LOG=warn "${QUEUE[@]}" "$BIN/tributary" gateway --bind 127.0.0.1 --port "$GW_PORT" \
+    RUST_LOG=warn "${QUEUE[@]}" "${GATEWAY_BIN:-$BIN/tributary}" gateway --bind 127.0.0.1 --port "$GW_PORT" \
         --basic-auth=false --state-dir "$WORK/state-$GW_PORT" &
     GW_PID=$!
     wait_http "http://127.0.0.1:$GW_PORT/healthz"

@@ -173,20 +173,43 @@ async fn bind(args: &GatewayArgs, work_dir: PathBuf) -> anyhow::Result<Bound> {
 impl Bound {
     fn serve(self) -> Running {
         let server = tokio::spawn(self.gateway.serve(self.listener, self.cancel.clone()));
-        let worker = self.worker.map(|w| {
-            let cancel = self.cancel.child_token();
-            tokio::spawn(async move {
-                if let Err(e) = w.run(cancel).await {
-                    tracing::error!(error = %Chain(&e), "queue worker stopped");
-                }
-            })
-        });
+        let worker = self
+            .worker
+            .map(|w| run_worker(w, self.cancel.child_token()));
         Running {
             worker,
             server,
             cancel: self.cancel,
         }
     }
+}
+
+/// Runs the queue worker on a thread of its own with a single-threaded runtime (as a
+/// connector runs: no hand-offs between threads per message); the handle ends when it does.
+fn run_worker(worker: Worker, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    let started = std::thread::Builder::new()
+        .name("queue-worker".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match runtime {
+                Ok(rt) => {
+                    if let Err(e) = rt.block_on(worker.run(cancel)) {
+                        tracing::error!(error = %Chain(&e), "queue worker stopped");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot start the queue worker's runtime"),
+            }
+            let _ = done_tx.send(());
+        });
+    if let Err(e) = started {
+        tracing::error!(error = %e, "cannot start the queue worker's thread");
+    }
+    tokio::spawn(async move {
+        let _ = done.await;
+    })
 }
 
 async fn finish(running: Running) -> anyhow::Result<()> {

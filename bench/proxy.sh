@@ -33,7 +33,7 @@ PIDS+=($!)
 wait_http "http://127.0.0.1:$FN_PORT/"
 
 GW_PORT="$(free_port)"
-RUST_LOG=warn "$BIN" gateway --bind 127.0.0.1 --port "$GW_PORT" \
+RUST_LOG=warn "${GATEWAY_BIN:-$BIN}" gateway --bind 127.0.0.1 --port "$GW_PORT" \
     --basic-auth=false --state-dir "$WORK/state" 2>"$WORK/gw.log" &
 GW_PID=$!
 PIDS+=($GW_PID)

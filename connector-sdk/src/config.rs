@@ -165,6 +165,14 @@ impl ControllerConfig {
                 "must not be empty".into(),
             ));
         }
+        if http::HeaderValue::from_str(&self.content_type).is_err() {
+            return Err(invalid(
+                "content_type",
+                self.content_type.clone(),
+                "it is sent as a header on every call: use visible ASCII, e.g. application/json"
+                    .into(),
+            ));
+        }
         if self.max_inflight == 0 {
             return Err(invalid(
                 "max_inflight",
@@ -325,6 +333,7 @@ mod tests {
             ("rebuild_interval", "0s", "longer than zero"),
             ("basic_auth", "maybe", "basic_auth"),
             ("max_inflight", "0", "at least 1"),
+            ("content_type", "text/plain\u{7}", "visible ASCII"),
             ("max_retries", "-1", "whole number"),
             ("metrics_port", "70000", "0-65535"),
         ] {

@@ -118,3 +118,25 @@ pub async fn run(command: ConnectorCommand) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::RuntimeArgs;
+    use tokio::runtime::RuntimeFlavor;
+
+    #[test]
+    fn one_worker_thread_is_a_current_thread_runtime_and_more_are_that_many_workers() {
+        let build = |worker_threads| {
+            RuntimeArgs { worker_threads }
+                .builder()
+                .enable_all()
+                .build()
+                .expect("runtime")
+        };
+        let one = build(1);
+        assert_eq!(one.handle().runtime_flavor(), RuntimeFlavor::CurrentThread);
+        let three = build(3);
+        assert_eq!(three.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
+        assert_eq!(three.metrics().num_workers(), 3);
+    }
+}

@@ -171,45 +171,47 @@ async fn bind(args: &GatewayArgs, work_dir: PathBuf) -> anyhow::Result<Bound> {
 }
 
 impl Bound {
-    fn serve(self) -> Running {
-        let server = tokio::spawn(self.gateway.serve(self.listener, self.cancel.clone()));
+    /// Starts the queue worker (failing if its thread cannot be had), then serves.
+    fn serve(self) -> anyhow::Result<Running> {
         let worker = self
             .worker
-            .map(|w| run_worker(w, self.cancel.child_token()));
-        Running {
+            .map(|w| run_worker(w, self.cancel.child_token()))
+            .transpose()?;
+        let server = tokio::spawn(self.gateway.serve(self.listener, self.cancel.clone()));
+        Ok(Running {
             worker,
             server,
             cancel: self.cancel,
-        }
+        })
     }
 }
 
 /// Runs the queue worker on a thread of its own with a single-threaded runtime (as a
 /// connector runs: no hand-offs between threads per message); the handle ends when it does.
-fn run_worker(worker: Worker, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
+fn run_worker(
+    worker: Worker,
+    cancel: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let (done_tx, done) = tokio::sync::oneshot::channel();
-    let started = std::thread::Builder::new()
+    // The runtime is made (and dropped) on the worker's thread: a runtime may not be dropped
+    // inside another's async context.
+    std::thread::Builder::new()
         .name("queue-worker".into())
         .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
+            let ran = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
-                .build();
-            match runtime {
-                Ok(rt) => {
-                    if let Err(e) = rt.block_on(worker.run(cancel)) {
-                        tracing::error!(error = %Chain(&e), "queue worker stopped");
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "cannot start the queue worker's runtime"),
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(worker.run(cancel)).map_err(Into::into));
+            if let Err(e) = ran {
+                tracing::error!(error = %Chain(e.as_ref()), "queue worker stopped");
             }
             let _ = done_tx.send(());
-        });
-    if let Err(e) = started {
-        tracing::error!(error = %e, "cannot start the queue worker's thread");
-    }
-    tokio::spawn(async move {
+        })
+        .context("cannot start the queue worker's thread")?;
+    Ok(tokio::spawn(async move {
         let _ = done.await;
-    })
+    }))
 }
 
 async fn finish(running: Running) -> anyhow::Result<()> {
@@ -228,7 +230,7 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
         .work_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("."));
-    let running = bind(&args, work_dir).await?.serve();
+    let running = bind(&args, work_dir).await?.serve()?;
     finish(running).await
 }
 
@@ -268,7 +270,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let running = bound.serve();
+    let running = bound.serve()?;
     tracing::info!(
         url = %format!("http://127.0.0.1:{port}"),
         failed,

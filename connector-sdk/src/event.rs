@@ -21,7 +21,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 /// The header carrying a message's idempotency key (the IETF draft's name).
-pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+pub const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
 /// The annotation that turns on CloudEvents for a function; its value is `binary`.
 pub const CLOUDEVENTS_ANNOTATION: &str = "com.tributary.cloudevents";
 /// The content type of a structured CloudEvent.

@@ -10,19 +10,12 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use tokio_util::sync::CancellationToken;
 use tributary_core::client::{ClientError, GatewayClient, Invocation, Loopback, invocation_path};
-use tributary_core::http::http_client;
+use tributary_core::http::{X_CONNECTOR, X_DELIVERY_ATTEMPT, X_TOPIC, http_client};
 use tributary_core::retry::retry_after;
 
-use crate::config::ControllerConfig;
-
-/// The header carrying the attempt number of a delivery (1 for the first, 2 for the first
-/// retry), so the gateway can count retries per connector and topic.
-pub const DELIVERY_ATTEMPT: &str = "X-Delivery-Attempt";
-const X_DELIVERY_ATTEMPT: HeaderName = HeaderName::from_static("x-delivery-attempt");
-const X_TOPIC: HeaderName = HeaderName::from_static("x-topic");
-const X_CONNECTOR: HeaderName = HeaderName::from_static("x-connector");
 use tributary_core::trace::{SpanKind, TRACEPARENT, TraceContext};
 
+use crate::config::ControllerConfig;
 use crate::event::{EventInfo, IDEMPOTENCY_KEY, binary_mode};
 use crate::message::DirectCall;
 use crate::metrics::ConnectorMetrics;
@@ -185,12 +178,9 @@ impl Invoker {
         }
         let map = request.headers_mut();
         if let Some(id) = &req.event.id
-            && !has(IDEMPOTENCY_KEY)
+            && !has(IDEMPOTENCY_KEY.as_str())
         {
-            map.insert(
-                HeaderName::from_static("idempotency-key"),
-                HeaderValue::from_str(id)?,
-            );
+            map.insert(IDEMPOTENCY_KEY, HeaderValue::from_str(id)?);
         }
         // The message's own traceparent is replaced by this call's span, its child.
         map.insert(HeaderName::from_static(TRACEPARENT), trace.header_value());
@@ -358,5 +348,31 @@ impl Invoker {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_that_cannot_be_headers_are_refused_when_the_invoker_is_made() {
+        let config = ControllerConfig {
+            content_type: "text/plain\u{7}".into(),
+            ..ControllerConfig::default()
+        };
+        let made = Invoker::new(&config, "kafka-connector", ConnectorMetrics::new(), None);
+        match made {
+            Err(ClientError::HeaderValue { setting, value }) => {
+                assert_eq!(
+                    (setting, value.as_str()),
+                    ("content_type", "text/plain\u{7}")
+                );
+            }
+            Err(e) => panic!("another error: {e}"),
+            Ok(_) => panic!("made with an unusable content_type"),
+        }
+        let config = ControllerConfig::default();
+        assert!(Invoker::new(&config, "kafka-connector", ConnectorMetrics::new(), None).is_ok());
     }
 }

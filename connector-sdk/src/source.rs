@@ -91,12 +91,12 @@ impl From<Closed> for SourceError {
     }
 }
 
-/// A message with the in-flight permit it holds until its outcome is final.
 /// A message [`SourceContext::try_send`] had no room for (or that arrived at shutdown): send
 /// it with [`SourceContext::send`], which waits, or hands it back when the runtime is closing.
 #[derive(Debug)]
 pub struct Full(pub Box<Message>);
 
+/// A message with the in-flight permit it holds until its outcome is final.
 pub(crate) struct Admitted {
     pub(crate) message: Message,
     pub(crate) permit: OwnedSemaphorePermit,
@@ -141,6 +141,10 @@ impl SourceContext {
     /// thread of its own, which then needs no runtime round trip per message. A message there
     /// is no room for is given back ([`Full`]) to [`Self::send`] when the source may wait.
     pub fn try_send(&self, message: Message) -> Result<(), Full> {
+        // At shutdown, `send` refuses and hands the message back.
+        if self.cancel.is_cancelled() {
+            return Err(Full(Box::new(message)));
+        }
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             return Err(Full(Box::new(message)));
         };
@@ -290,5 +294,16 @@ mod tests {
             &rx.recv().await.expect("third").message.payload[..],
             b"three"
         );
+    }
+
+    #[tokio::test]
+    async fn at_shutdown_try_send_admits_nothing_and_send_hands_the_message_back() {
+        let (ctx, mut rx) = context(2);
+        ctx.cancel.cancel();
+        let Err(Full(back)) = ctx.try_send(Message::new("t", "late", NoAck)) else {
+            panic!("admitted at shutdown");
+        };
+        assert!(matches!(ctx.send(*back).await, Err(Closed)));
+        assert!(rx.try_recv().is_err(), "nothing admitted");
     }
 }

@@ -51,6 +51,15 @@ pub const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
+/// The topic a connector's call delivers a message of.
+pub const X_TOPIC: http::HeaderName = http::HeaderName::from_static("x-topic");
+/// The connector that made a call.
+pub const X_CONNECTOR: http::HeaderName = http::HeaderName::from_static("x-connector");
+/// The attempt number of a connector's delivery (1 for the first, 2 for the first retry), so
+/// the gateway can count retries per connector and topic.
+pub const X_DELIVERY_ATTEMPT: http::HeaderName =
+    http::HeaderName::from_static("x-delivery-attempt");
+
 /// Whether a (lower-case) header name is hop-by-hop.
 pub fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP.contains(&name)

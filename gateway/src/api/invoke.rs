@@ -8,7 +8,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::Limited;
-use tributary_core::http::is_hop_by_hop;
+use tributary_core::http::{X_CONNECTOR, X_DELIVERY_ATTEMPT, X_TOPIC, is_hop_by_hop};
 use tributary_core::queue::QueuedRequest;
 use tributary_core::trace::{ActiveSpan, SpanKind, TRACEPARENT, TraceContext};
 
@@ -19,9 +19,6 @@ use crate::model::validate_name;
 const X_CALL_ID: HeaderName = HeaderName::from_static("x-call-id");
 const X_START_TIME: HeaderName = HeaderName::from_static("x-start-time");
 const X_DURATION_SECONDS: HeaderName = HeaderName::from_static("x-duration-seconds");
-const X_CONNECTOR: HeaderName = HeaderName::from_static("x-connector");
-const X_TOPIC: HeaderName = HeaderName::from_static("x-topic");
-const X_DELIVERY_ATTEMPT: HeaderName = HeaderName::from_static("x-delivery-attempt");
 
 /// Splits `/function/NAME[.NAMESPACE][/rest]` into name, namespace and the function-relative path.
 fn split_function_path(

@@ -3,13 +3,13 @@
 # mode=http echo function, against (a) the raw rdkafka consume rate of the same topic and
 # (b) HTTP load on the same function through the gateway, in one run; prints the ratios.
 #
-#   bash bench/kafka.sh        # MESSAGES=60000 CONCURRENCY=64 ORDER=none by default
+#   bash bench/kafka.sh        # MESSAGES=150000 CONCURRENCY=64 ORDER=none by default
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 . bench/lib.sh
 
-MESSAGES="${MESSAGES:-60000}"
+MESSAGES="${MESSAGES:-150000}"
 CONCURRENCY="${CONCURRENCY:-64}"
 ORDER="${ORDER:-none}"
 bash scripts/setup

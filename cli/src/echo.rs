@@ -46,6 +46,9 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Incoming>, Infallible
         headers.insert("x-echo-uri", v);
     }
     headers.insert("x-echo-pid", HeaderValue::from(std::process::id()));
+    if let Some(host) = parts.headers.get(hyper::header::HOST) {
+        headers.insert("x-echo-host", host.clone());
+    }
     for (name, value) in &parts.headers {
         let n = name.as_str();
         if n.starts_with("x-")

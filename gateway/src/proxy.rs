@@ -1,17 +1,22 @@
 //! Reverse proxy to function replicas over pooled HTTP/1.1 keep-alive connections.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use http_body::Body as _;
 use http_body_util::LengthLimitError;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use thread_local::ThreadLocal;
 
 use tributary_core::http::{HOP_BY_HOP, is_hop_by_hop};
 
@@ -20,19 +25,48 @@ use crate::error::GatewayError;
 /// Forwards requests to `host:port` upstreams with a timeout on the response head.
 #[derive(Clone)]
 pub struct HttpProxy {
-    clients: std::sync::Arc<thread_local::ThreadLocal<Client<HttpConnector, Body>>>,
+    /// Each thread's connection pool.
+    clients: Arc<ThreadLocal<Client<HttpConnector, Body>>>,
+    /// Each thread's upstreams, as URI authority and `Host` value (written once, not per call).
+    upstreams: Arc<ThreadLocal<RefCell<HashMap<SocketAddr, Upstream>>>>,
     timeout: Duration,
     max_body_size: usize,
 }
+
+/// An upstream as a URI authority and a `Host` header value.
+type Upstream = (Authority, HeaderValue);
+
+/// Upstreams one thread keeps, at most: past it, it forgets them all and starts again.
+const UPSTREAMS_KEPT: usize = 4096;
 
 impl HttpProxy {
     /// A proxy whose upstream calls time out after `timeout`.
     pub fn new(timeout: Duration, max_body_size: usize) -> Self {
         Self {
             clients: Default::default(),
+            upstreams: Default::default(),
             timeout,
             max_body_size,
         }
+    }
+
+    /// `addr` as a URI authority and a `Host` value, from this thread's cache.
+    fn upstream(&self, addr: SocketAddr) -> Result<Upstream, GatewayError> {
+        let mut upstreams = self.upstreams.get_or_default().borrow_mut();
+        if let Some(known) = upstreams.get(&addr) {
+            return Ok(known.clone());
+        }
+        let text = addr.to_string();
+        let invalid = |e: &dyn std::fmt::Display| {
+            GatewayError::BadRequest(format!("invalid upstream address {text}: {e}"))
+        };
+        let authority = Authority::try_from(text.as_str()).map_err(|e| invalid(&e))?;
+        let host = HeaderValue::try_from(text.as_str()).map_err(|e| invalid(&e))?;
+        if upstreams.len() >= UPSTREAMS_KEPT {
+            upstreams.clear();
+        }
+        upstreams.insert(addr, (authority.clone(), host.clone()));
+        Ok((authority, host))
     }
 
     /// Sends `request` (whose URI holds the function-relative path) to `addr`.
@@ -43,10 +77,18 @@ impl HttpProxy {
         request: Request<Body>,
     ) -> Result<Response<Body>, GatewayError> {
         let (mut parts, body) = request.into_parts();
-        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        parts.uri = Uri::try_from(format!("http://{addr}{path}"))
+        let (authority, host) = self.upstream(addr)?;
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(authority);
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some(PathAndQuery::from_static("/"));
+        }
+        parts.uri = Uri::from_parts(uri)
             .map_err(|e| GatewayError::BadRequest(format!("invalid request path: {e}")))?;
         strip_hop_by_hop(&mut parts.headers);
+        // As the client would set it (from the URI), without formatting it per call.
+        parts.headers.insert(header::HOST, host);
         let body = self.sized(body).await?;
         let request = Request::from_parts(parts, body);
         let client = self.clients.get_or(new_client);

@@ -158,6 +158,12 @@ async fn invocation_passes_method_path_query_headers_and_body() {
     assert_eq!(h["x-echo-uri"], "/orders/42?expand=items&x=%20y");
     assert_eq!(h["x-echo-x-custom"], "value-1");
     assert_eq!(h["content-type"], "application/json");
+    // The function is called at its own address: its Host names it, not the gateway.
+    let host = h["x-echo-host"].to_str().unwrap();
+    assert!(
+        host.starts_with("127.0.0.1:") && !gw.url("/").contains(host),
+        "{host}"
+    );
     // OpenFaaS headers: generated call id and start time reach the function and the caller.
     let call_id = h["x-call-id"].to_str().unwrap().to_owned();
     assert_eq!(call_id.len(), 36, "uuid call id: {call_id}");

@@ -18,6 +18,9 @@ const PREFETCH_KBYTES: &str = "4096";
 /// (`fetch.queue.backoff.ms`; its default, 1 s, starves a queue this small).
 const PREFETCH_BACKOFF_MS: &str = "5";
 
+/// librdkafka's default `message.max.bytes`, the least `fetch.max.bytes` it accepts.
+const LIBRDKAFKA_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
 /// Where a consumer group with no committed offset starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum InitialOffset {
@@ -296,6 +299,18 @@ impl KafkaConfig {
         Ok(c)
     }
 
+    /// The most one fetch response may carry: `max_bytes`, but no less than librdkafka's
+    /// `message.max.bytes` (it refuses less).
+    fn fetch_max_bytes(&self) -> usize {
+        let message_max = self
+            .options
+            .iter()
+            .find(|(k, _)| k == "message.max.bytes")
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or(LIBRDKAFKA_MESSAGE_MAX_BYTES);
+        self.max_bytes.max(message_max)
+    }
+
     /// The consumer's settings: manual offset storage and commits, the group, and a bounded
     /// prefetch queue (`kafka_options` may change any of them).
     pub fn consumer_config(&self) -> Result<ClientConfig, KafkaError> {
@@ -313,6 +328,11 @@ impl KafkaConfig {
                 },
             )
             .set("max.partition.fetch.bytes", &max_bytes)
+            // A whole fetch response (all partitions of a broker) is held in memory as it
+            // arrives: librdkafka's default (its prefetch bound, 4 MiB here) put the connector
+            // at 48 MB resident while it caught up on a 150,000-message backlog, 30 MB with
+            // this. A batch larger than it still comes through (the limit is soft, KIP-74).
+            .set("fetch.max.bytes", self.fetch_max_bytes().to_string())
             // The prefetch queue's bounds. librdkafka's defaults (100,000 messages per
             // partition, 64 MiB) held a whole 60,000-message backlog, +25 MB resident, for no
             // gain: a fetch is a millisecond away, and with a short backoff a small queue is
@@ -405,6 +425,27 @@ mod tests {
         assert_eq!(cc.get("queued.min.messages"), Some("2000"));
         assert_eq!(cc.get("queued.max.messages.kbytes"), Some("4096"));
         assert_eq!(cc.get("fetch.queue.backoff.ms"), Some("5"));
+        assert_eq!(cc.get("fetch.max.bytes"), Some("1048576"));
+        // Never below what librdkafka accepts (its message.max.bytes, or the one given).
+        let fetch_max = |max_bytes: &str, options: Option<&str>| {
+            let c: KafkaConfig = tributary_core::settings::from_lookup(|k| match k {
+                "broker_hosts" => Some("localhost:9092".into()),
+                "max_bytes" => Some(max_bytes.into()),
+                "kafka_options" => options.map(Into::into),
+                _ => None,
+            })
+            .unwrap();
+            let cc = c.consumer_config().unwrap();
+            // librdkafka checks its settings when a client is made (no broker needed).
+            if let Err(e) = cc.create::<rdkafka::consumer::BaseConsumer>() {
+                panic!("librdkafka refuses max_bytes={max_bytes} {options:?}: {e}");
+            }
+            cc.get("fetch.max.bytes").map(str::to_owned)
+        };
+        assert_eq!(fetch_max("64KiB", None).as_deref(), Some("1000000"));
+        assert_eq!(fetch_max("4MiB", None).as_deref(), Some("4194304"));
+        let given = Some("message.max.bytes=3000000");
+        assert_eq!(fetch_max("1MiB", given).as_deref(), Some("3000000"));
         let c: KafkaConfig = tributary_core::settings::from_lookup(|k| match k {
             "broker_hosts" => Some("localhost:9092".into()),
             "kafka_options" => Some("queued.max.messages.kbytes=65536".into()),

@@ -120,7 +120,10 @@ impl Activity {
         if let Some(series) = self.series(&call.function) {
             lock(&series).record(epoch, call.took, failed);
         }
-        let at_ms = tributary_core::queue::now_ms();
+        // One clock read for both (a call's bookkeeping reads the clock often enough).
+        let at_ms = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         if let (Some(connector), Some(topic)) = (call.connector, call.topic) {
             let mut flows = lock(&self.flows);
             let key = (

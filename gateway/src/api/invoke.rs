@@ -1,7 +1,7 @@
 //! `/function/NAME[.NAMESPACE][/path]` (proxied to the provider) and `/async-function/...`
 //! (stored in the async queue, answered 202 with `X-Call-Id`).
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -55,13 +55,13 @@ pub(super) async fn invoke(State(app): App, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
     let call_id = call_id(&parts.headers);
     let start_value = HeaderValue::from(u64::try_from(start_nanos).unwrap_or(u64::MAX));
-    let mut response = match prepare(&app, &mut parts) {
-        Err(e) => e.into_response(),
+    let (mut response, took) = match prepare(&app, &mut parts) {
+        Err(e) => (e.into_response(), started.elapsed()),
         Ok((name, ns)) => {
             parts.headers.insert(X_CALL_ID, call_id.clone());
             parts.headers.insert(X_START_TIME, start_value.clone());
             let body = Body::new(Limited::new(body, app.max_body_size));
-            let label = format!("{name}.{ns}");
+            let label = [name.as_str(), ".", ns.as_str()].concat();
             let source = ConnectorHeaders::of(&parts.headers);
             let mut span = continue_trace(&mut parts.headers);
             let invocation = app.metrics.start(&label);
@@ -88,16 +88,42 @@ pub(super) async fn invoke(State(app): App, request: Request) -> Response {
                 topic: source.topic.as_deref(),
                 attempt: source.attempt,
             });
-            response
+            (response, took)
         }
     };
     let headers = response.headers_mut();
     headers.insert(X_CALL_ID, call_id);
     headers.insert(X_START_TIME, start_value);
-    if let Ok(v) = HeaderValue::from_str(&format!("{:.6}", started.elapsed().as_secs_f64())) {
-        headers.insert(X_DURATION_SECONDS, v);
-    }
+    headers.insert(X_DURATION_SECONDS, seconds_value(took));
     response
+}
+
+/// `took` in seconds with six decimals (`0.001234`), as OpenFaaS's `X-Duration-Seconds`:
+/// written digit by digit, not through the float formatter, once per call.
+fn seconds_value(took: Duration) -> HeaderValue {
+    let mut text = [0u8; 28];
+    let mut at = text.len();
+    let mut put = |digit: u64| {
+        at -= 1;
+        text[at] = b'0' + (digit % 10) as u8;
+    };
+    let mut micros = u64::from(took.subsec_micros());
+    for _ in 0..6 {
+        put(micros);
+        micros /= 10;
+    }
+    at -= 1;
+    text[at] = b'.';
+    let mut secs = took.as_secs();
+    loop {
+        at -= 1;
+        text[at] = b'0' + (secs % 10) as u8;
+        secs /= 10;
+        if secs == 0 {
+            break;
+        }
+    }
+    HeaderValue::from_bytes(&text[at..]).unwrap_or(HeaderValue::from_static("0"))
 }
 
 /// With spans exported, the gateway's own span continues the caller's trace (or starts one) and
@@ -273,6 +299,28 @@ mod tests {
         );
         let uri: Uri = "/function/Bad_Name".parse().expect("uri");
         assert!(split_function_path(&uri, DEFAULT_NAMESPACE).is_err());
+    }
+
+    #[test]
+    fn durations_are_written_in_seconds_with_six_decimals() {
+        for micros in [
+            0u64,
+            1,
+            999_999,
+            1_000_000,
+            1_234_567,
+            12_000_001,
+            86_400_000_000,
+        ] {
+            let took = Duration::from_micros(micros);
+            assert_eq!(
+                seconds_value(took),
+                format!("{:.6}", took.as_secs_f64()).as_str(),
+                "{micros} us"
+            );
+        }
+        // Below a microsecond it is cut, not rounded.
+        assert_eq!(seconds_value(Duration::from_nanos(1_999)), "0.000001");
     }
 
     proptest::proptest! {

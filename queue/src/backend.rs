@@ -42,4 +42,9 @@ pub trait Backend: AsyncQueue {
     ) -> Result<Vec<Leased>, QueueError>;
     /// How often a lease must be extended while its call runs.
     fn lease_refresh(&self) -> Duration;
+    /// Hands what is still buffered (acknowledgements sent without waiting) to the backend;
+    /// the worker calls it when it stops.
+    async fn flush(&self) -> Result<(), QueueError> {
+        Ok(())
+    }
 }

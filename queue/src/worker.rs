@@ -83,11 +83,16 @@ impl Worker {
         if let Some(loopback) = self.loopback {
             connector = connector.with_loopback(loopback);
         }
-        connector
+        let backend = self.backend.clone();
+        let ran = connector
             .run(
                 QueueSource::new(self.backend, timeout, max_inflight),
                 cancel,
             )
-            .await
+            .await;
+        if let Err(e) = backend.flush().await {
+            tracing::warn!(error = %tributary_core::Chain(&e), "the last acknowledgements may be lost: their requests will run again");
+        }
+        ran
     }
 }

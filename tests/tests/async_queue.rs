@@ -431,6 +431,18 @@ async fn gateway_restart_mid_queue_loses_nothing() {
         .await;
         let expected: BTreeSet<String> = (0..n).map(|i| format!("m{i:02}")).collect();
         assert_eq!(delivered(&record), expected);
+        // A graceful stop acknowledged every call it finished: none runs twice (JetStream's
+        // ack_wait here is 3 s: a lost ack would have been redelivered by now).
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let ok = read_records(&record)
+            .iter()
+            .filter(|r| r["status"] == 200)
+            .count();
+        let name = match backend {
+            Backend::Embedded(_) => "embedded",
+            Backend::Nats(_) => "nats",
+        };
+        assert_eq!(ok, n, "{name}: calls that succeeded more than once");
     }
 }
 

@@ -120,8 +120,11 @@ impl SourceContext {
     /// (backpressure); fails once the runtime is shutting down (the message is then nacked).
     pub async fn send(&self, message: Message) -> Result<(), Closed> {
         let permit = tokio::select! {
-            permit = self.permits.clone().acquire_owned() => permit.ok(),
+            // Shutdown first: with room and a cancelled token both ready, an unbiased select
+            // admitted the message half the time.
+            biased;
             _ = self.cancel.cancelled() => None,
+            permit = self.permits.clone().acquire_owned() => permit.ok(),
         };
         let Some(permit) = permit else {
             // Refused: hand the message back so the broker redelivers it.

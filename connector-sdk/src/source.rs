@@ -175,8 +175,9 @@ impl SourceContext {
     /// runtime is shutting down. For sources that must keep serving their broker while full.
     pub async fn ready(&self) -> Result<(), Closed> {
         tokio::select! {
-            permit = self.permits.acquire() => permit.map(drop).map_err(|_| Closed),
+            biased;
             _ = self.cancel.cancelled() => Err(Closed),
+            permit = self.permits.acquire() => permit.map(drop).map_err(|_| Closed),
         }
     }
 
@@ -187,8 +188,9 @@ impl SourceContext {
     pub async fn ready_for_batch(&self) -> Result<(), Closed> {
         let batch = u32::try_from((self.capacity / 4).max(1)).unwrap_or(u32::MAX);
         tokio::select! {
-            permits = self.permits.acquire_many(batch) => permits.map(drop).map_err(|_| Closed),
+            biased;
             _ = self.cancel.cancelled() => Err(Closed),
+            permits = self.permits.acquire_many(batch) => permits.map(drop).map_err(|_| Closed),
         }
     }
 
@@ -308,5 +310,9 @@ mod tests {
         };
         assert!(matches!(ctx.send(*back).await, Err(Closed)));
         assert!(rx.try_recv().is_err(), "nothing admitted");
+        // With room left, waiting for room fails too: the source stops taking messages.
+        assert!(ctx.has_room());
+        assert!(matches!(ctx.ready().await, Err(Closed)));
+        assert!(matches!(ctx.ready_for_batch().await, Err(Closed)));
     }
 }

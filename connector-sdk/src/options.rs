@@ -152,7 +152,7 @@ mod tests {
                 false,
                 "f",
                 &function(a),
-                &ConnectorMetrics::new(),
+                &metrics,
             ))
         };
         let targets = vec![

@@ -132,7 +132,25 @@ pub trait AsyncQueue: Send + Sync + 'static {
 
 /// Unix milliseconds now.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+    unix_ms(std::time::SystemTime::now())
+}
+
+/// `time` in Unix milliseconds (0 before 1970).
+pub fn unix_ms(time: std::time::SystemTime) -> i64 {
+    time.duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn unix_ms_counts_from_1970_and_is_zero_before() {
+        assert_eq!(
+            super::unix_ms(UNIX_EPOCH + Duration::from_millis(1_500)),
+            1_500
+        );
+        assert_eq!(super::unix_ms(UNIX_EPOCH - Duration::from_secs(1)), 0);
+    }
 }

@@ -21,6 +21,7 @@ use thread_local::ThreadLocal;
 use tributary_core::http::{HOP_BY_HOP, is_hop_by_hop};
 
 use crate::error::GatewayError;
+use tributary_core::queue::BoxError;
 
 /// Forwards requests to `host:port` upstreams with a timeout on the response head.
 #[derive(Clone)]
@@ -57,11 +58,13 @@ impl HttpProxy {
             return Ok(known.clone());
         }
         let text = addr.to_string();
-        let invalid = |e: &dyn std::fmt::Display| {
-            GatewayError::BadRequest(format!("invalid upstream address {text}: {e}"))
+        // An upstream's address is the provider's, not the caller's: a failure is internal.
+        let invalid = |source: BoxError| GatewayError::Internal {
+            what: format!("upstream address {text} cannot be used in a request"),
+            source,
         };
-        let authority = Authority::try_from(text.as_str()).map_err(|e| invalid(&e))?;
-        let host = HeaderValue::try_from(text.as_str()).map_err(|e| invalid(&e))?;
+        let authority = Authority::try_from(text.as_str()).map_err(|e| invalid(e.into()))?;
+        let host = HeaderValue::try_from(text.as_str()).map_err(|e| invalid(e.into()))?;
         if upstreams.len() >= UPSTREAMS_KEPT {
             upstreams.clear();
         }

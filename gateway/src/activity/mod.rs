@@ -121,9 +121,7 @@ impl Activity {
             lock(&series).record(epoch, call.took, failed);
         }
         // One clock read for both (a call's bookkeeping reads the clock often enough).
-        let at_ms = now
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let at_ms = tributary_core::queue::unix_ms(now);
         if let (Some(connector), Some(topic)) = (call.connector, call.topic) {
             let mut flows = lock(&self.flows);
             let key = (

@@ -9,6 +9,9 @@ peak_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 # IDLE_AFTER and SETTLE in bench/src/lib.rs).
 IDLE_AFTER=5
 SETTLE=3
+# Functions are deployed with `envProcess: tributary echo`: the gateway finds the release binary
+# on PATH.
+export PATH="$CARGO_TARGET_DIR/release:$PATH"
 
 # start_tansu TOPIC PARTITIONS: a tansu Kafka broker on a free port ($KAFKA_PORT) with TOPIC.
 start_tansu() {

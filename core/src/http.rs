@@ -18,6 +18,14 @@ pub struct HttpClientError {
     pub source: reqwest::Error,
 }
 
+/// How long a client keeps an idle keep-alive connection before closing it: below the idle
+/// timeouts servers commonly close at (the gateway's `read_timeout`, 10 s by default; Go
+/// servers' `ReadTimeout`; Node's 5 s), so a connection is never reused just as its server
+/// closes it, which fails the request sent on it (a call every 10 s to a server closing idle
+/// connections after 10 s would fail now and then). Reconnecting after a pause costs a
+/// handshake; under load connections never go idle.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
 /// A client sending `user_agent`, whose requests time out after `timeout` (none when `None`),
 /// keeping up to `max_idle_per_host` idle connections per host.
 pub fn http_client(
@@ -28,6 +36,7 @@ pub fn http_client(
     let mut builder = reqwest::Client::builder()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(max_idle_per_host)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .user_agent(user_agent);
     if let Some(t) = timeout {
         builder = builder.timeout(t);
@@ -63,4 +72,76 @@ pub const X_DELIVERY_ATTEMPT: http::HeaderName =
 /// Whether a (lower-case) header name is hop-by-hop.
 pub fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP.contains(&name)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A server that keeps connections open for ever; counts those accepted and those the
+    /// client closed.
+    async fn server() -> (String, Arc<(AtomicUsize, AtomicUsize)>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("addr"));
+        let counts = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+        let seen = counts.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                seen.0.fetch_add(1, Ordering::SeqCst);
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 4096];
+                    loop {
+                        match stream.read(&mut buffer).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {
+                                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                                if stream.write_all(answer).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    seen.1.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        (url, counts)
+    }
+
+    #[tokio::test]
+    async fn clients_close_connections_idle_for_the_pool_idle_timeout_themselves() {
+        let (url, counts) = server().await;
+        let client = http_client("test", Some(Duration::from_secs(5)), 8).expect("client");
+        let get = || async {
+            let answer = client.get(&url).send().await.expect("sent");
+            assert_eq!(answer.text().await.expect("body"), "ok");
+        };
+        get().await;
+        get().await;
+        assert_eq!(
+            counts.0.load(Ordering::SeqCst),
+            1,
+            "kept alive while in use"
+        );
+        tokio::time::sleep(POOL_IDLE_TIMEOUT + Duration::from_millis(500)).await;
+        get().await;
+        assert_eq!(
+            counts.0.load(Ordering::SeqCst),
+            2,
+            "a new connection after the pause"
+        );
+        assert_eq!(
+            counts.1.load(Ordering::SeqCst),
+            1,
+            "the client closed the idle one, not the server"
+        );
+    }
 }

@@ -161,4 +161,11 @@ mod tests {
         );
         assert_eq!(c.local_authority(9), "127.0.0.1:9");
     }
+
+    #[test]
+    fn clients_drop_idle_connections_before_the_gateway_closes_them() {
+        // Otherwise a connector's call made as the gateway closes its idle connection fails.
+        let c = GatewayConfig::default();
+        assert!(tributary_core::http::POOL_IDLE_TIMEOUT < c.read_timeout);
+    }
 }

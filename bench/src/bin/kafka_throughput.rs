@@ -1,7 +1,8 @@
 //! Kafka connector benchmark, three measurements of the same topic and function in one run:
 //! (a) the raw rdkafka consume rate of the topic (a bare consumer, no work per message);
 //! (b) HTTP load on the function through the gateway's `/function/NAME` (the path the
-//!     connector calls), at the connector's concurrency;
+//!     connector calls), at the connector's concurrency, once before and once after (c): the
+//!     machine's speed drifts within a run, and the two bracket the connector's run;
 //! (c) the connector: `tributary connector kafka` from the first to the last acknowledged
 //!     message, read off its metrics.
 //! It prints messages/s for each and the connector's ratio to the lower of (a) and (b), and the
@@ -142,8 +143,8 @@ async fn main() -> Result<(), Error> {
         let (b, t) = (bootstrap.clone(), topic.to_owned());
         tokio::task::spawn_blocking(move || raw_consume(&b, &t, n)).await??
     };
-    let (http, http_cpu) =
-        http_load(&format!("{gateway}/function/{function}"), n, concurrency).await?;
+    let url = format!("{gateway}/function/{function}");
+    let (http_before, cpu_before) = http_load(&url, n, concurrency).await?;
     let setup = Setup {
         bin: &bin,
         bootstrap: &bootstrap,
@@ -164,12 +165,19 @@ async fn main() -> Result<(), Error> {
         n,
     )
     .await?;
+    let (http_after, cpu_after) = http_load(&url, n, concurrency).await?;
+    // Both HTTP runs as one: 2n requests in their summed time and CPU.
+    let (http, http_cpu) = ((http_before + http_after) / 2, (cpu_before + cpu_after) / 2);
 
     let (raw_r, http_r, conn_r) = (rate(n, raw), rate(n, http), rate(n, run.took));
     let lower = raw_r.min(http_r);
     println!("messages: {n}, concurrency: {concurrency}, order: {order}");
     println!("(a) raw rdkafka consume        {raw_r:>10.0} msg/s");
-    println!("(b) HTTP via gateway /function {http_r:>10.0} msg/s");
+    println!(
+        "(b) HTTP via gateway /function {http_r:>10.0} msg/s (before (c) {:.0}, after {:.0})",
+        rate(n, http_before),
+        rate(n, http_after)
+    );
     println!("(c) connector, Kafka->function {conn_r:>10.0} msg/s");
     println!("connector / raw consume:  {:.2}x", conn_r / raw_r);
     println!("connector / HTTP load:    {:.2}x", conn_r / http_r);

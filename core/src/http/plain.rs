@@ -47,7 +47,7 @@ impl PlainHttp {
         connector.set_nodelay(true);
         connector.set_keepalive(Some(Duration::from_secs(60)));
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(super::POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(max_idle_per_host)
             .build(connector);
         Some(Self {

@@ -1,75 +1,43 @@
 //! Reverse proxy to function replicas over pooled HTTP/1.1 keep-alive connections.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+mod pool;
+
 use std::error::Error as StdError;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::header::{self, HeaderMap, HeaderName};
+use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
 use http_body::Body as _;
 use http_body_util::LengthLimitError;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use thread_local::ThreadLocal;
+use hyper::body::Incoming;
 
 use tributary_core::http::{HOP_BY_HOP, is_hop_by_hop};
 
 use crate::error::GatewayError;
+use pool::{PooledBody, Pools, Sender};
 use tributary_core::queue::BoxError;
 
 /// Forwards requests to `host:port` upstreams with a timeout on the response head.
 #[derive(Clone)]
 pub struct HttpProxy {
-    /// Each thread's connection pool.
-    clients: Arc<ThreadLocal<Client<HttpConnector, Body>>>,
-    /// Each thread's upstreams, as URI authority and `Host` value (written once, not per call).
-    upstreams: Arc<ThreadLocal<RefCell<HashMap<SocketAddr, Upstream>>>>,
+    /// Idle connections, per thread.
+    pools: Arc<Pools>,
     timeout: Duration,
     max_body_size: usize,
 }
-
-/// An upstream as a URI authority and a `Host` header value.
-type Upstream = (Authority, HeaderValue);
-
-/// Upstreams one thread keeps, at most: past it, it forgets them all and starts again.
-const UPSTREAMS_KEPT: usize = 4096;
 
 impl HttpProxy {
     /// A proxy whose upstream calls time out after `timeout`.
     pub fn new(timeout: Duration, max_body_size: usize) -> Self {
         Self {
-            clients: Default::default(),
-            upstreams: Default::default(),
+            pools: Pools::with_defaults(),
             timeout,
             max_body_size,
         }
-    }
-
-    /// `addr` as a URI authority and a `Host` value, from this thread's cache.
-    fn upstream(&self, addr: SocketAddr) -> Result<Upstream, GatewayError> {
-        let mut upstreams = self.upstreams.get_or_default().borrow_mut();
-        if let Some(known) = upstreams.get(&addr) {
-            return Ok(known.clone());
-        }
-        let text = addr.to_string();
-        // An upstream's address is the provider's, not the caller's: a failure is internal.
-        let invalid = |source: BoxError| GatewayError::Internal {
-            what: format!("upstream address {text} cannot be used in a request"),
-            source,
-        };
-        let authority = Authority::try_from(text.as_str()).map_err(|e| invalid(e.into()))?;
-        let host = HeaderValue::try_from(text.as_str()).map_err(|e| invalid(e.into()))?;
-        if upstreams.len() >= UPSTREAMS_KEPT {
-            upstreams.clear();
-        }
-        upstreams.insert(addr, (authority.clone(), host.clone()));
-        Ok((authority, host))
     }
 
     /// Sends `request` (whose URI holds the function-relative path) to `addr`.
@@ -80,32 +48,36 @@ impl HttpProxy {
         request: Request<Body>,
     ) -> Result<Response<Body>, GatewayError> {
         let (mut parts, body) = request.into_parts();
-        let (authority, host) = self.upstream(addr)?;
-        let mut uri = std::mem::take(&mut parts.uri).into_parts();
-        uri.scheme = Some(Scheme::HTTP);
-        uri.authority = Some(authority);
-        if uri.path_and_query.is_none() {
-            uri.path_and_query = Some(PathAndQuery::from_static("/"));
-        }
-        parts.uri = Uri::from_parts(uri)
-            .map_err(|e| GatewayError::BadRequest(format!("invalid request path: {e}")))?;
+        let (host, idle) = self.pools.checkout(addr).map_err(|e| {
+            // An upstream's address is the provider's, not the caller's: a failure is internal.
+            GatewayError::Internal {
+                what: format!("upstream address {addr} cannot be a Host header"),
+                source: e.into(),
+            }
+        })?;
+        // Origin form (`/path?query`), as a client sends to the server it is connected to.
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::from(path);
         strip_hop_by_hop(&mut parts.headers);
-        // As the client would set it (from the URI), without formatting it per call.
         parts.headers.insert(header::HOST, host);
         let body = self.sized(body).await?;
         let request = Request::from_parts(parts, body);
-        let client = self.clients.get_or(new_client);
-        let response = match tokio::time::timeout(self.timeout, client.request(request)).await {
-            Ok(Ok(response)) => response,
+        let exchange = tokio::time::timeout(self.timeout, send(addr, idle, request));
+        let (response, sender) = match exchange.await {
+            Ok(Ok(answered)) => answered,
             Ok(Err(e)) => {
-                if is_length_limit(&e) {
+                if is_length_limit(e.as_ref()) {
                     return Err(GatewayError::PayloadTooLarge {
                         limit: self.max_body_size,
                     });
                 }
                 return Err(GatewayError::Upstream {
                     name: function.to_owned(),
-                    source: Box::new(e),
+                    source: e,
                 });
             }
             Err(_) => {
@@ -117,7 +89,32 @@ impl HttpProxy {
         };
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        let body = PooledBody::new(body, self.pools.clone(), addr, sender);
         Ok(Response::from_parts(parts, Body::new(body)))
+    }
+}
+
+/// Sends `request` over `idle` (or a new connection to `addr`); a request the idle connection
+/// could not take (it closed in the meantime) goes once more, over a new connection.
+async fn send(
+    addr: SocketAddr,
+    idle: Option<Sender>,
+    request: Request<Body>,
+) -> Result<(Response<Incoming>, Sender), BoxError> {
+    let mut sender = match idle {
+        Some(sender) => sender,
+        None => pool::connect(addr).await?,
+    };
+    match sender.try_send_request(request).await {
+        Ok(response) => Ok((response, sender)),
+        Err(mut e) => {
+            let Some(request) = e.take_message() else {
+                return Err(e.into_error().into());
+            };
+            let mut sender = pool::connect(addr).await?;
+            let response = sender.send_request(request).await?;
+            Ok((response, sender))
+        }
     }
 }
 
@@ -140,16 +137,6 @@ impl HttpProxy {
             ))),
         }
     }
-}
-
-fn new_client() -> Client<HttpConnector, Body> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024)
-        .build(connector)
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -182,3 +169,6 @@ pub(crate) fn is_length_limit(error: &(dyn StdError + 'static)) -> bool {
     }
     false
 }
+
+#[cfg(test)]
+mod tests;

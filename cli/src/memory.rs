@@ -8,9 +8,11 @@
 //!   scavenger forces both to return what is free (`mi_collect(true)`, `malloc_trim(0)`).
 //! - Code is spread over the 32 MB of `.text` that every subcommand shares, and the kernel maps
 //!   executable pages in large chunks, so start-up (argument parsing, configuration, connecting,
-//!   a Kafka group join) leaves many megabytes of code mapped that an idle process never runs.
-//!   The scavenger unmaps the executable's pages that are not writable and hold no private copy;
-//!   what runs next is mapped again on first use, from the page cache (minor faults).
+//!   a Kafka group join) leaves many megabytes of code mapped that an idle process never runs;
+//!   the shared libraries' read-only data is touched once too (OpenSSL's tables, read when
+//!   librdkafka initialises it, are a megabyte). The scavenger unmaps the pages of the executable
+//!   and of shared libraries that are not writable and hold no private copy; what runs next is
+//!   mapped again on first use, from the page cache (minor faults).
 
 use std::time::Duration;
 
@@ -111,8 +113,9 @@ pub fn return_free_memory() {
     }
 }
 
-/// Unmaps this process's pages of its own executable that can be mapped again from the file
-/// unchanged (see [`releasable`]); returns how many bytes of mappings were released.
+/// Unmaps this process's pages of its executable and shared libraries that can be mapped again
+/// from their files unchanged (see [`releasable`]); returns how many bytes of mappings were
+/// released.
 pub fn release_code_pages() -> std::io::Result<usize> {
     let exe = std::fs::read_link("/proc/self/exe")?;
     let smaps = std::fs::read_to_string("/proc/self/smaps")?;
@@ -121,10 +124,11 @@ pub fn release_code_pages() -> std::io::Result<usize> {
         let Some(start) = std::ptr::NonNull::new(range.start as *mut std::ffi::c_void) else {
             continue;
         };
-        // SAFETY: `range` is a whole mapping of the executable file that is not writable and
-        // holds no anonymous (private, modified) page: every page of it is the file's content,
-        // which the kernel maps again from the page cache on the next access. A running
-        // executable cannot be written to (ETXTBSY), so that content is what was unmapped.
+        // SAFETY: `range` is a whole mapping of the executable or a shared library that is not
+        // writable and holds no anonymous (private, modified) page: every page of it is the
+        // file's content, which the kernel maps again from the page cache on the next access.
+        // A running executable cannot be written to (ETXTBSY), and libraries are replaced by
+        // new files (a mapping keeps the old one), so that content is what was unmapped.
         #[allow(unsafe_code)]
         let result = unsafe {
             nix::sys::mman::madvise(
@@ -140,9 +144,10 @@ pub fn release_code_pages() -> std::io::Result<usize> {
     Ok(released)
 }
 
-/// The address ranges in `smaps` (the text of `/proc/self/smaps`) that map the file `exe`, are
-/// not writable, and hold no anonymous page. Mappings the loader wrote to (relocations, then
-/// made read-only) hold anonymous pages and are left alone: their content is not the file's.
+/// The address ranges in `smaps` (the text of `/proc/self/smaps`) that map the file `exe` or a
+/// shared library, are not writable, and hold no anonymous page. Mappings the loader wrote to
+/// (relocations, then made read-only) hold anonymous pages and are left alone: their content is
+/// not the file's. Other files' mappings are left alone too.
 fn releasable(smaps: &str, exe: &str) -> Vec<std::ops::Range<usize>> {
     let mut found = Vec::new();
     // The mapping being read: its range, and whether it is a read-only mapping of `exe`.
@@ -162,7 +167,8 @@ fn releasable(smaps: &str, exe: &str) -> Vec<std::ops::Range<usize>> {
     found
 }
 
-/// A mapping's header line: its range, and whether it maps `exe` without write permission.
+/// A mapping's header line: its range, and whether it maps `exe` or a shared library without
+/// write permission.
 fn mapping_header(line: &str, exe: &str) -> Option<(std::ops::Range<usize>, bool)> {
     let mut fields = line.split_ascii_whitespace();
     let (start, end) = fields.next()?.split_once('-')?;
@@ -172,8 +178,18 @@ fn mapping_header(line: &str, exe: &str) -> Option<(std::ops::Range<usize>, bool
         return None;
     }
     let path = fields.nth(3).unwrap_or("");
-    let candidate = path == exe && perms.as_bytes()[1] == b'-' && range.start < range.end;
+    let code = path == exe || is_shared_library(path);
+    let candidate = code && perms.as_bytes()[1] == b'-' && range.start < range.end;
     Some((range, candidate))
+}
+
+/// Whether `path` names a shared library (`/usr/lib/x86_64-linux-gnu/libssl.so.3`).
+fn is_shared_library(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or("");
+    path.starts_with('/')
+        && name
+            .split_once(".so")
+            .is_some_and(|(_, after)| after.is_empty() || after.starts_with('.'))
 }
 
 #[cfg(test)]
@@ -195,6 +211,12 @@ Anonymous:          2312 kB
 Anonymous:            64 kB
 7f00a0000000-7f00a0100000 r-xp 00000000 fe:01 77 /usr/lib/x86_64-linux-gnu/libc.so.6
 Anonymous:             0 kB
+7f00a0100000-7f00a0104000 r--p 00100000 fe:01 77 /usr/lib/x86_64-linux-gnu/libc.so.6
+Anonymous:            16 kB
+7f00a0104000-7f00a0106000 rw-p 00104000 fe:01 77 /usr/lib/x86_64-linux-gnu/libc.so.6
+Anonymous:             8 kB
+7f00a0200000-7f00a0300000 r--p 00000000 fe:01 78 /var/lib/data.bin
+Anonymous:             0 kB
 7f00b0000000-7f00b0400000 rw-p 00000000 00:00 0
 Anonymous:          1024 kB
 7ffc00000000-7ffc00021000 rw-p 00000000 00:00 0                          [stack]
@@ -202,18 +224,47 @@ Anonymous:           132 kB
 ";
 
     #[test]
-    fn only_unmodified_read_only_mappings_of_the_executable_are_released() {
+    fn only_unmodified_read_only_mappings_of_the_executable_and_libraries_are_released() {
         assert_eq!(
             releasable(SMAPS, "/opt/tributary"),
             vec![
                 0x55d0a0000000..0x55d0a0800000,
-                0x55d0a0800000..0x55d0a2800000
+                0x55d0a0800000..0x55d0a2800000,
+                0x7f00a0000000..0x7f00a0100000,
             ],
-            "the relocated read-only mapping, the writable one, libc and anonymous memory stay"
+            "relocated read-only mappings, writable ones, other files and anonymous memory stay"
         );
-        assert!(releasable(SMAPS, "/opt/other").is_empty());
+        assert_eq!(
+            releasable(SMAPS, "/opt/other"),
+            vec![0x7f00a0000000..0x7f00a0100000],
+            "another executable's pages stay"
+        );
         assert!(releasable("", "/opt/tributary").is_empty());
         assert!(releasable("garbage\nAnonymous: 0 kB\n", "/opt/tributary").is_empty());
+    }
+
+    #[test]
+    fn shared_libraries_are_told_from_other_files() {
+        for library in [
+            "/usr/lib/x86_64-linux-gnu/libc.so.6",
+            "/usr/lib/x86_64-linux-gnu/libcrypto.so.3",
+            "/lib64/ld-linux-x86-64.so.2",
+            "/usr/lib/libz.so",
+            "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13",
+        ] {
+            assert!(is_shared_library(library), "{library}");
+        }
+        for other in [
+            "",
+            "[vdso]",
+            "libc.so.6",
+            "/var/lib/data.bin",
+            "/srv/some.solution",
+            "/opt/tributary",
+            "/tmp/x.so-old/data",
+        ] {
+            assert!(!is_shared_library(other), "{other}");
+        }
     }
 
     /// Resident kibibytes of this process's mappings of its executable with permissions `perms`.

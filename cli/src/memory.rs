@@ -150,7 +150,8 @@ pub fn release_code_pages() -> std::io::Result<usize> {
 /// not the file's. Other files' mappings are left alone too.
 fn releasable(smaps: &str, exe: &str) -> Vec<std::ops::Range<usize>> {
     let mut found = Vec::new();
-    // The mapping being read: its range, and whether it is a read-only mapping of `exe`.
+    // The mapping being read: its range, and whether it is a read-only mapping of `exe` or of
+    // a shared library.
     let mut current: Option<(std::ops::Range<usize>, bool)> = None;
     for line in smaps.lines() {
         if let Some((range, candidate)) = mapping_header(line, exe) {

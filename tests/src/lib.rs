@@ -18,6 +18,7 @@ pub use tributary_connector_sdk::test_util::{
 pub mod charts;
 pub mod kafka;
 pub mod kube;
+pub mod queue;
 pub mod sqs;
 
 /// Connector SDK helpers: an in-memory source whose acknowledgements a test can watch.

@@ -166,7 +166,7 @@ async fn main() -> Result<(), Error> {
     )
     .await?;
     let (http_after, cpu_after) = http_load(&url, n, concurrency).await?;
-    // Both HTTP runs as one: 2n requests in their summed time and CPU.
+    // The two HTTP runs' mean time and CPU for n requests.
     let (http, http_cpu) = ((http_before + http_after) / 2, (cpu_before + cpu_after) / 2);
 
     let (raw_r, http_r, conn_r) = (rate(n, raw), rate(n, http), rate(n, run.took));

@@ -101,23 +101,23 @@ pub(super) async fn invoke(State(app): App, request: Request) -> Response {
 /// `took` in seconds with six decimals (`0.001234`), as OpenFaaS's `X-Duration-Seconds`:
 /// written digit by digit, not through the float formatter, once per call.
 fn seconds_value(took: Duration) -> HeaderValue {
+    // Written from the last digit backwards.
     let mut text = [0u8; 28];
     let mut at = text.len();
-    let mut put = |digit: u64| {
+    let mut put = |byte: u8| {
         at -= 1;
-        text[at] = b'0' + (digit % 10) as u8;
+        text[at] = byte;
     };
+    let digit = |n: u64| b'0' + (n % 10) as u8;
     let mut micros = u64::from(took.subsec_micros());
     for _ in 0..6 {
-        put(micros);
+        put(digit(micros));
         micros /= 10;
     }
-    at -= 1;
-    text[at] = b'.';
+    put(b'.');
     let mut secs = took.as_secs();
     loop {
-        at -= 1;
-        text[at] = b'0' + (secs % 10) as u8;
+        put(digit(secs));
         secs /= 10;
         if secs == 0 {
             break;

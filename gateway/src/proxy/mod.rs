@@ -48,6 +48,8 @@ impl HttpProxy {
         request: Request<Body>,
     ) -> Result<Response<Body>, GatewayError> {
         let (mut parts, body) = request.into_parts();
+        // Before a connection is taken: a body refused for its size would close it for nothing.
+        let body = self.sized(body).await?;
         let (host, idle) = self.pools.checkout(addr).map_err(|e| {
             // An upstream's address is the provider's, not the caller's: a failure is internal.
             GatewayError::Internal {
@@ -64,7 +66,6 @@ impl HttpProxy {
         parts.uri = Uri::from(path);
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.insert(header::HOST, host);
-        let body = self.sized(body).await?;
         let request = Request::from_parts(parts, body);
         let exchange = tokio::time::timeout(self.timeout, send(addr, idle, request));
         let (response, sender) = match exchange.await {

@@ -48,8 +48,7 @@ pub(super) struct Pools {
 }
 
 /// One thread's upstreams.
-#[derive(Default)]
-struct Upstreams(HashMap<SocketAddr, Upstream>);
+type Upstreams = HashMap<SocketAddr, Upstream>;
 
 /// One upstream as one thread knows it.
 struct Upstream {
@@ -63,6 +62,13 @@ struct Upstream {
 struct Idle {
     sender: Sender,
     since: Instant,
+}
+
+impl Idle {
+    /// Whether it can still be used: open, and idle for less than `idle_timeout`.
+    fn usable(&self, idle_timeout: Duration) -> bool {
+        !self.sender.is_closed() && self.since.elapsed() < idle_timeout
+    }
 }
 
 impl Pools {
@@ -95,19 +101,19 @@ impl Pools {
         addr: SocketAddr,
     ) -> Result<(HeaderValue, Option<Sender>), http::header::InvalidHeaderValue> {
         let mut upstreams = self.this_thread();
-        if let Some(upstream) = upstreams.0.get_mut(&addr) {
+        if let Some(upstream) = upstreams.get_mut(&addr) {
             let ready = upstream.take_ready(self.idle_timeout);
             return Ok((upstream.host.clone(), ready));
         }
         let host = HeaderValue::try_from(addr.to_string())?;
-        if upstreams.0.len() >= UPSTREAMS_KEPT {
-            upstreams.0.clear();
+        if upstreams.len() >= UPSTREAMS_KEPT {
+            upstreams.clear();
         }
         let upstream = Upstream {
             host: host.clone(),
             idle: Vec::new(),
         };
-        upstreams.0.insert(addr, upstream);
+        upstreams.insert(addr, upstream);
         Ok((host, None))
     }
 
@@ -120,7 +126,7 @@ impl Pools {
             self.start_sweeper();
         }
         let mut upstreams = self.this_thread();
-        if let Some(upstream) = upstreams.0.get_mut(&addr)
+        if let Some(upstream) = upstreams.get_mut(&addr)
             && upstream.idle.len() < IDLE_PER_UPSTREAM
         {
             upstream.idle.push(Idle {
@@ -134,10 +140,8 @@ impl Pools {
     fn sweep(&self) {
         for thread in self.threads.iter() {
             let mut upstreams = thread.lock().unwrap_or_else(PoisonError::into_inner);
-            for upstream in upstreams.0.values_mut() {
-                upstream.idle.retain(|idle| {
-                    idle.since.elapsed() < self.idle_timeout && !idle.sender.is_closed()
-                });
+            for upstream in upstreams.values_mut() {
+                upstream.idle.retain(|idle| idle.usable(self.idle_timeout));
             }
         }
     }
@@ -168,7 +172,6 @@ impl Pools {
     #[cfg(test)]
     pub(super) fn idle_here(&self, addr: SocketAddr) -> usize {
         self.this_thread()
-            .0
             .get(&addr)
             .map_or(0, |upstream| upstream.idle.len())
     }
@@ -182,7 +185,7 @@ impl Upstream {
         while at > 0 {
             at -= 1;
             let idle = &self.idle[at];
-            if idle.sender.is_closed() || idle.since.elapsed() >= idle_timeout {
+            if !idle.usable(idle_timeout) {
                 self.idle.swap_remove(at);
             } else if idle.sender.is_ready() {
                 return Some(self.idle.swap_remove(at).sender);
@@ -256,7 +259,7 @@ impl Drop for PooledBody {
     fn drop(&mut self) {
         // Read to the end (or empty): the connection can carry another request. Otherwise
         // dropping the sender closes it, the rest of this response unread.
-        if (self.ended || self.body.is_end_stream())
+        if self.is_end_stream()
             && let Some((pools, addr, sender)) = self.connection.take()
         {
             pools.checkin(addr, sender);

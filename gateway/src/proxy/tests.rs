@@ -74,9 +74,18 @@ async fn serve(mut stream: TcpStream, seen: Arc<Seen>) {
     }
 }
 
-async fn call(proxy: &HttpProxy, addr: SocketAddr, path: &str) -> Response<Body> {
+/// A GET of `path` from function `f` at `addr`.
+async fn forward(
+    proxy: &HttpProxy,
+    addr: SocketAddr,
+    path: &str,
+) -> Result<Response<Body>, GatewayError> {
     let request = Request::get(path).body(Body::empty()).expect("request");
-    proxy.forward("f", addr, request).await.expect("answered")
+    proxy.forward("f", addr, request).await
+}
+
+async fn call(proxy: &HttpProxy, addr: SocketAddr, path: &str) -> Response<Body> {
+    forward(proxy, addr, path).await.expect("answered")
 }
 
 async fn text(response: Response<Body>) -> String {
@@ -131,6 +140,53 @@ async fn a_connection_the_upstream_closed_while_idle_is_replaced() {
 }
 
 #[tokio::test]
+async fn a_request_a_closed_connection_could_not_take_goes_on_a_new_one() {
+    let (addr, seen) = upstream().await;
+    let mut sender = super::pool::connect(addr).await.expect("connected");
+    let get = |path: &str| {
+        Request::get(path)
+            .header(http::header::HOST, addr.to_string())
+            .body(Body::empty())
+            .expect("request")
+    };
+    // The upstream answers and closes: this connection can carry nothing more.
+    let answered = sender.send_request(get("/close")).await.expect("answered");
+    assert_eq!(text(answered.map(Body::new)).await, "ok");
+    wait_until(|| sender.is_closed()).await;
+    let (answered, _) = send(addr, Some(sender), get("/"))
+        .await
+        .expect("sent again");
+    assert_eq!(text(answered.map(Body::new)).await, "ok");
+    assert_eq!(seen.accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_is_a_413_and_leaves_the_idle_connection_alone() {
+    let (addr, seen) = upstream().await;
+    let proxy = HttpProxy::new(Duration::from_secs(5), 1024);
+    assert_eq!(text(call(&proxy, addr, "/").await).await, "ok");
+    let chunks = (0..4).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'x'; 512])));
+    let request = Request::post("/")
+        .body(Body::from_stream(futures::stream::iter(chunks)))
+        .expect("request");
+    let error = proxy
+        .forward("f", addr, request)
+        .await
+        .expect_err("too large");
+    assert!(
+        matches!(error, GatewayError::PayloadTooLarge { limit: 1024 }),
+        "{error:?}"
+    );
+    assert_eq!(
+        proxy.pools.idle_here(addr),
+        1,
+        "the idle connection was closed"
+    );
+    assert_eq!(text(call(&proxy, addr, "/").await).await, "ok");
+    assert_eq!(seen.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn idle_connections_are_closed_after_the_idle_timeout() {
     let (addr, seen) = upstream().await;
     let proxy = proxy_with(Pools::new(Duration::from_millis(100)));
@@ -145,11 +201,7 @@ async fn idle_connections_are_closed_after_the_idle_timeout() {
 async fn a_call_past_the_timeout_is_a_504_and_its_connection_is_not_reused() {
     let (addr, seen) = upstream().await;
     let proxy = proxy_with(Pools::with_defaults());
-    let request = Request::get("/slow").body(Body::empty()).expect("request");
-    let error = proxy
-        .forward("f", addr, request)
-        .await
-        .expect_err("timed out");
+    let error = forward(&proxy, addr, "/slow").await.expect_err("timed out");
     assert!(
         matches!(error, GatewayError::UpstreamTimeout { .. }),
         "{error:?}"
@@ -165,11 +217,7 @@ async fn an_unreachable_upstream_is_a_bad_gateway_naming_the_function() {
         listener.local_addr().expect("addr")
     };
     let proxy = HttpProxy::new(Duration::from_secs(5), 1 << 20);
-    let request = Request::get("/").body(Body::empty()).expect("request");
-    let error = proxy
-        .forward("f", addr, request)
-        .await
-        .expect_err("refused");
+    let error = forward(&proxy, addr, "/").await.expect_err("refused");
     assert!(
         matches!(&error, GatewayError::Upstream { name, .. } if name == "f"),
         "{error:?}"

@@ -361,14 +361,20 @@ mod tests {
         );
     }
 
+    /// A new queue (and its folder) holding `n` requests, `c0` first.
+    async fn queue_holding(n: usize) -> (tempfile::TempDir, SqliteQueue) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let q = SqliteQueue::open(&dir.path().join("q.db")).expect("opens");
+        for i in 0..n {
+            q.enqueue(request(&format!("c{i}"))).await.expect("enqueue");
+        }
+        (dir, q)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_acks_all_commit_and_a_stale_lease_removes_nothing() {
         use crate::backend::Lease;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let q = SqliteQueue::open(&dir.path().join("q.db")).expect("opens");
-        for i in 0..50 {
-            q.enqueue(request(&format!("c{i}"))).await.expect("enqueue");
-        }
+        let (_dir, q) = queue_holding(50).await;
         let cancel = CancellationToken::new();
         let mut leased = Vec::new();
         while leased.len() < 50 {
@@ -396,11 +402,7 @@ mod tests {
 
     #[tokio::test]
     async fn leasing_with_other_batch_sizes_reuses_the_prepared_statement() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let q = SqliteQueue::open(&dir.path().join("q.db")).expect("opens");
-        for i in 0..10 {
-            q.enqueue(request(&format!("c{i}"))).await.expect("enqueue");
-        }
+        let (_dir, q) = queue_holding(10).await;
         let cancel = CancellationToken::new();
         for max in [1, 2, 3, 4] {
             assert_eq!(q.lease(max, &cancel).await.expect("lease").len(), max);

@@ -2,6 +2,7 @@
 //! error when the client cannot be built (never a silent fallback to a client without timeouts).
 
 mod plain;
+pub mod pool;
 
 use std::time::Duration;
 

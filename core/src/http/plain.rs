@@ -1,19 +1,20 @@
-//! Plain-HTTP requests sent straight on hyper's pooled client: the hot paths (connector
-//! invocations, async callbacks) without reqwest's per-request work (URL conversion, client
-//! clone, boxed futures, extensions). Only where reqwest would add nothing: an `http://` URL
-//! without credentials in it, and no proxy in the environment (reqwest would honour
-//! `HTTP_PROXY`); callers keep reqwest for everything else.
+//! Plain-HTTP requests sent straight on hyper over per-thread pooled connections
+//! ([`super::pool`]): the hot paths (connector invocations, async callbacks) without reqwest's
+//! per-request work (URL conversion, client clone, boxed futures, extensions, a task per call
+//! in its pool). Only where reqwest would add nothing: an `http://` URL without credentials in
+//! it, and no proxy in the environment (reqwest would honour `HTTP_PROXY`); callers keep
+//! reqwest for everything else.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{ACCEPT, USER_AGENT};
+use http::uri::Authority;
 use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
+use super::pool::Pools;
 use crate::Chain;
 
 /// Env vars that make reqwest send plain-HTTP requests through a proxy.
@@ -25,7 +26,7 @@ pub type Answer = (StatusCode, HeaderMap, Bytes);
 /// A pooled plain-HTTP client.
 #[derive(Debug, Clone)]
 pub struct PlainHttp {
-    client: Client<HttpConnector, Full<Bytes>>,
+    pools: Arc<Pools<Authority, Full<Bytes>>>,
     timeout: Duration,
     /// The setting the timeout comes from, named when a call times out.
     timeout_setting: Option<&'static str>,
@@ -34,8 +35,9 @@ pub struct PlainHttp {
 
 impl PlainHttp {
     /// A client whose calls (answer and body) time out after `timeout`, keeping up to
-    /// `max_idle_per_host` idle connections per host and sending `user_agent` unless a request
-    /// has its own; `None` when a proxy is configured (reqwest must be used then).
+    /// `max_idle_per_host` idle connections per host (and thread) and sending `user_agent`
+    /// unless a request has its own; `None` when a proxy is configured (reqwest must be used
+    /// then).
     pub fn new(timeout: Duration, max_idle_per_host: usize, user_agent: &str) -> Option<Self> {
         let proxied = PROXY_VARS
             .iter()
@@ -43,15 +45,8 @@ impl PlainHttp {
         if proxied {
             return None;
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(super::POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(max_idle_per_host)
-            .build(connector);
         Some(Self {
-            client,
+            pools: Pools::new(super::POOL_IDLE_TIMEOUT, max_idle_per_host),
             timeout,
             timeout_setting: None,
             user_agent: HeaderValue::from_str(user_agent).ok()?,
@@ -76,6 +71,10 @@ impl PlainHttp {
         let (mut parts, body) = request.into_parts();
         // Named only in errors: formatted then, not on every call.
         let url = parts.uri.clone();
+        let to = url
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("cannot send a request to {url}: not an absolute URL"))?;
         parts
             .headers
             .entry(USER_AGENT)
@@ -85,9 +84,10 @@ impl PlainHttp {
             .entry(ACCEPT)
             .or_insert_with(|| HeaderValue::from_static("*/*"));
         let call = async {
+            let request = http::Request::from_parts(parts, Full::new(body));
             let response = self
-                .client
-                .request(http::Request::from_parts(parts, Full::new(body)))
+                .pools
+                .send(&to, request)
                 .await
                 .map_err(|e| format!("error sending request for url ({url}): {}", Chain(&e)))?;
             let (parts, body) = response.into_parts();

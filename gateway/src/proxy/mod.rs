@@ -1,6 +1,5 @@
-//! Reverse proxy to function replicas over pooled HTTP/1.1 keep-alive connections.
-
-mod pool;
+//! Reverse proxy to function replicas over pooled HTTP/1.1 keep-alive connections
+//! ([`tributary_core::http::pool`]).
 
 use std::error::Error as StdError;
 use std::net::SocketAddr;
@@ -9,23 +8,23 @@ use std::time::Duration;
 
 use axum::body::Body;
 use http::header::{self, HeaderMap, HeaderName};
-use http::uri::PathAndQuery;
-use http::{Request, Response, Uri};
+use http::{Request, Response};
 use http_body::Body as _;
 use http_body_util::LengthLimitError;
-use hyper::body::Incoming;
 
-use tributary_core::http::{HOP_BY_HOP, is_hop_by_hop};
+use tributary_core::http::pool::{PoolError, Pools};
+use tributary_core::http::{HOP_BY_HOP, POOL_IDLE_TIMEOUT, is_hop_by_hop};
 
 use crate::error::GatewayError;
-use pool::{PooledBody, Pools, Sender};
-use tributary_core::queue::BoxError;
+
+/// Idle connections one thread keeps per replica, at most; past it, the newest is closed.
+const IDLE_PER_UPSTREAM: usize = 1024;
 
 /// Forwards requests to `host:port` upstreams with a timeout on the response head.
 #[derive(Clone)]
 pub struct HttpProxy {
     /// Idle connections, per thread.
-    pools: Arc<Pools>,
+    pools: Arc<Pools<SocketAddr, Body>>,
     timeout: Duration,
     max_body_size: usize,
 }
@@ -34,7 +33,8 @@ impl HttpProxy {
     /// A proxy whose upstream calls time out after `timeout`.
     pub fn new(timeout: Duration, max_body_size: usize) -> Self {
         Self {
-            pools: Pools::with_defaults(),
+            // Closed before a function's server may close them.
+            pools: Pools::new(POOL_IDLE_TIMEOUT, IDLE_PER_UPSTREAM),
             timeout,
             max_body_size,
         }
@@ -50,35 +50,27 @@ impl HttpProxy {
         let (mut parts, body) = request.into_parts();
         // Before a connection is taken: a body refused for its size would close it for nothing.
         let body = self.sized(body).await?;
-        let (host, idle) = self.pools.checkout(addr).map_err(|e| {
-            // An upstream's address is the provider's, not the caller's: a failure is internal.
-            GatewayError::Internal {
-                what: format!("upstream address {addr} cannot be a Host header"),
-                source: e.into(),
-            }
-        })?;
-        // Origin form (`/path?query`), as a client sends to the server it is connected to.
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        parts.uri = Uri::from(path);
         strip_hop_by_hop(&mut parts.headers);
-        parts.headers.insert(header::HOST, host);
         let request = Request::from_parts(parts, body);
-        let exchange = tokio::time::timeout(self.timeout, send(addr, idle, request));
-        let (response, sender) = match exchange.await {
+        let exchange = tokio::time::timeout(self.timeout, self.pools.send(&addr, request));
+        let response = match exchange.await {
             Ok(Ok(answered)) => answered,
+            // An upstream's address is the provider's, not the caller's: a failure is internal.
+            Ok(Err(e @ PoolError::Host { .. })) => {
+                return Err(GatewayError::Internal {
+                    what: format!("upstream address {addr} cannot be a Host header"),
+                    source: e.into(),
+                });
+            }
             Ok(Err(e)) => {
-                if is_length_limit(e.as_ref()) {
+                if is_length_limit(&e) {
                     return Err(GatewayError::PayloadTooLarge {
                         limit: self.max_body_size,
                     });
                 }
                 return Err(GatewayError::Upstream {
                     name: function.to_owned(),
-                    source: e,
+                    source: e.into(),
                 });
             }
             Err(_) => {
@@ -90,32 +82,7 @@ impl HttpProxy {
         };
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        let body = PooledBody::new(body, self.pools.clone(), addr, sender);
         Ok(Response::from_parts(parts, Body::new(body)))
-    }
-}
-
-/// Sends `request` over `idle` (or a new connection to `addr`); a request the idle connection
-/// could not take (it closed in the meantime) goes once more, over a new connection.
-async fn send(
-    addr: SocketAddr,
-    idle: Option<Sender>,
-    request: Request<Body>,
-) -> Result<(Response<Incoming>, Sender), BoxError> {
-    let mut sender = match idle {
-        Some(sender) => sender,
-        None => pool::connect(addr).await?,
-    };
-    match sender.try_send_request(request).await {
-        Ok(response) => Ok((response, sender)),
-        Err(mut e) => {
-            let Some(request) = e.take_message() else {
-                return Err(e.into_error().into());
-            };
-            let mut sender = pool::connect(addr).await?;
-            let response = sender.send_request(request).await?;
-            Ok((response, sender))
-        }
     }
 }
 

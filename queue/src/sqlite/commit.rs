@@ -106,26 +106,17 @@ impl GroupCommit {
                             .execute([])?;
                     }
                     let now = now_ms();
-                    let tx = conn.transaction()?;
-                    {
-                        let mut insert = tx.prepare_cached(
-                            "INSERT INTO requests (meta, body, available_at) VALUES (?1, ?2, ?3)",
-                        )?;
-                        let mut delete = tx.prepare_cached(
-                            "DELETE FROM requests WHERE id = ?1 AND lease_token = ?2",
-                        )?;
-                        for write in &data {
-                            match write {
-                                Write::Insert { meta, body } => {
-                                    insert.execute(params![meta, body, now])?;
-                                }
-                                Write::Ack { id, token } => {
-                                    delete.execute(params![id, token])?;
-                                }
-                            }
-                        }
+                    // BEGIN and COMMIT prepared once too (a transaction guard parses them anew).
+                    conn.prepare_cached("BEGIN")?.execute([])?;
+                    let written = write_all(conn, &data, now);
+                    let committed = written.and_then(|()| {
+                        conn.prepare_cached("COMMIT")?.execute([])?;
+                        Ok(())
+                    });
+                    if committed.is_err() && !conn.is_autocommit() {
+                        // Nothing of this group is kept; the connection is free for the next.
+                        let _ = conn.execute_batch("ROLLBACK");
                     }
-                    let committed = tx.commit();
                     if durable {
                         conn.prepare_cached("PRAGMA synchronous = NORMAL")?
                             .execute([])?;
@@ -139,4 +130,23 @@ impl GroupCommit {
             }
         }
     }
+}
+
+/// Writes one group's rows inside its transaction.
+fn write_all(conn: &rusqlite::Connection, data: &[Write], now: i64) -> rusqlite::Result<()> {
+    let mut insert =
+        conn.prepare_cached("INSERT INTO requests (meta, body, available_at) VALUES (?1, ?2, ?3)")?;
+    let mut delete =
+        conn.prepare_cached("DELETE FROM requests WHERE id = ?1 AND lease_token = ?2")?;
+    for write in data {
+        match write {
+            Write::Insert { meta, body } => {
+                insert.execute(params![meta, body, now])?;
+            }
+            Write::Ack { id, token } => {
+                delete.execute(params![id, token])?;
+            }
+        }
+    }
+    Ok(())
 }

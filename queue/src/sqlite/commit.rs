@@ -10,13 +10,18 @@ use rusqlite::params;
 use tributary_core::queue::{QueueError, now_ms};
 
 use super::db::Db;
+use super::depths::Depths;
 
 /// A write waiting for the next group commit.
 enum Write {
-    /// A new request.
-    Insert { meta: String, body: Vec<u8> },
+    /// A new request for function `label`.
+    Insert {
+        meta: String,
+        body: Vec<u8>,
+        label: String,
+    },
     /// A delivered request, removed if its lease is still `token`.
-    Ack { id: i64, token: i64 },
+    Ack { id: i64, token: i64, label: String },
 }
 
 /// A write and who waits for it.
@@ -36,13 +41,16 @@ struct Batch {
 #[derive(Clone)]
 pub(super) struct GroupCommit {
     db: Arc<Db>,
+    /// Moved by each committed insert and acknowledgement.
+    depths: Depths,
     batch: Arc<Mutex<Batch>>,
 }
 
 impl GroupCommit {
-    pub(super) fn new(db: Arc<Db>) -> Self {
+    pub(super) fn new(db: Arc<Db>, depths: Depths) -> Self {
         Self {
             db,
+            depths,
             batch: Arc::default(),
         }
     }
@@ -50,14 +58,23 @@ impl GroupCommit {
     /// Stores one request; returns once its row is committed. The first caller to find no
     /// flush running starts one, which takes every row waiting, including those that arrive
     /// while it writes.
-    pub(super) async fn write(&self, meta: String, body: Vec<u8>) -> Result<(), QueueError> {
-        self.join(Write::Insert { meta, body }, "cannot store the request")
-            .await
+    pub(super) async fn write(
+        &self,
+        meta: String,
+        body: Vec<u8>,
+        label: String,
+    ) -> Result<(), QueueError> {
+        self.join(
+            Write::Insert { meta, body, label },
+            "cannot store the request",
+        )
+        .await
     }
 
-    /// Removes a delivered request (if its lease is still `token`); returns once committed.
-    pub(super) async fn ack(&self, id: i64, token: i64) -> Result<(), QueueError> {
-        self.join(Write::Ack { id, token }, "cannot remove the request")
+    /// Removes a delivered request of function `label` (if its lease is still `token`);
+    /// returns once committed.
+    pub(super) async fn ack(&self, id: i64, token: i64, label: String) -> Result<(), QueueError> {
+        self.join(Write::Ack { id, token, label }, "cannot remove the request")
             .await
     }
 
@@ -97,6 +114,7 @@ impl GroupCommit {
             let (data, waiting): (Vec<Write>, Vec<_>) =
                 rows.into_iter().map(|r| (r.write, r.done)).unzip();
             let durable = data.iter().any(|w| matches!(w, Write::Insert { .. }));
+            let depths = self.depths.clone();
             let written = self
                 .db
                 .run("cannot store the requests", move |conn| {
@@ -109,8 +127,12 @@ impl GroupCommit {
                     // BEGIN and COMMIT prepared once too (a transaction guard parses them anew).
                     conn.prepare_cached("BEGIN")?.execute([])?;
                     let written = write_all(conn, &data, now);
-                    let committed = written.and_then(|()| {
+                    let committed = written.and_then(|moved| {
                         conn.prepare_cached("COMMIT")?.execute([])?;
+                        // Under the connection's lock, in commit order.
+                        for (write, by) in data.iter().zip(moved) {
+                            depths.add(write.label(), by);
+                        }
                         Ok(())
                     });
                     if committed.is_err() && !conn.is_autocommit() {
@@ -132,21 +154,31 @@ impl GroupCommit {
     }
 }
 
-/// Writes one group's rows inside its transaction.
-fn write_all(conn: &rusqlite::Connection, data: &[Write], now: i64) -> rusqlite::Result<()> {
+impl Write {
+    /// The function it is for.
+    fn label(&self) -> &str {
+        match self {
+            Write::Insert { label, .. } | Write::Ack { label, .. } => label,
+        }
+    }
+}
+
+/// Writes one group's rows inside its transaction; how each moves its function's depth.
+fn write_all(conn: &rusqlite::Connection, data: &[Write], now: i64) -> rusqlite::Result<Vec<i64>> {
     let mut insert =
         conn.prepare_cached("INSERT INTO requests (meta, body, available_at) VALUES (?1, ?2, ?3)")?;
     let mut delete =
         conn.prepare_cached("DELETE FROM requests WHERE id = ?1 AND lease_token = ?2")?;
+    let mut moved = Vec::with_capacity(data.len());
     for write in data {
-        match write {
-            Write::Insert { meta, body } => {
+        moved.push(match write {
+            Write::Insert { meta, body, .. } => {
                 insert.execute(params![meta, body, now])?;
+                1
             }
-            Write::Ack { id, token } => {
-                delete.execute(params![id, token])?;
-            }
-        }
+            // A lease taken over (another token) removes nothing.
+            Write::Ack { id, token, .. } => -(delete.execute(params![id, token])? as i64),
+        });
     }
-    Ok(())
+    Ok(moved)
 }

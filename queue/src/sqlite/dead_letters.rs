@@ -4,6 +4,7 @@ use rusqlite::{OptionalExtension, params};
 use tributary_core::queue::{DeadLetterRecord, QueueError, QueueStats, now_ms};
 
 use super::SqliteQueue;
+use super::depths::LABEL_SQL;
 
 impl SqliteQueue {
     /// The newest dead letters, at most `limit`, each with its row id.
@@ -38,18 +39,28 @@ impl SqliteQueue {
         let Ok(id) = i64::try_from(id) else {
             return Ok(false);
         };
+        let depths = self.depths.clone();
         let moved = self
             .db
             .run("cannot redrive the dead letter", move |conn| {
                 let tx = conn.transaction()?;
-                let moved = tx.execute(
-                    "INSERT INTO requests (meta, body, available_at)
-                     SELECT meta, body, ?1 FROM dead_letters WHERE id = ?2",
-                    params![now_ms(), id],
-                )?;
+                let label: Option<String> = tx
+                    .query_row(
+                        &format!(
+                            "INSERT INTO requests (meta, body, available_at)
+                             SELECT meta, body, ?1 FROM dead_letters WHERE id = ?2
+                             RETURNING {LABEL_SQL}"
+                        ),
+                        params![now_ms(), id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
                 tx.execute("DELETE FROM dead_letters WHERE id = ?1", [id])?;
                 tx.commit()?;
-                Ok(moved > 0)
+                if let Some(label) = &label {
+                    depths.add(label, 1);
+                }
+                Ok(label.is_some())
             })
             .await?;
         if moved {

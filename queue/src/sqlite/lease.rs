@@ -11,6 +11,7 @@ use tributary_core::queue::{DeadLetterRecord, QueueError, now_ms};
 use super::LEASE;
 use super::commit::GroupCommit;
 use super::db::Db;
+use super::depths::Depths;
 use crate::backend::Lease;
 
 /// A leased request: ack, retry, dead-letter or extend it, if the lease is still ours
@@ -20,6 +21,10 @@ pub(super) struct SqliteLease {
     /// Acknowledgements go through the group commit.
     pub(super) commit: GroupCommit,
     pub(super) notify: Arc<Notify>,
+    /// Moved when a dead letter takes the request out.
+    pub(super) depths: Depths,
+    /// The request's function (`name.namespace`).
+    pub(super) label: String,
     pub(super) id: i64,
     pub(super) token: i64,
 }
@@ -27,7 +32,9 @@ pub(super) struct SqliteLease {
 #[async_trait]
 impl Lease for SqliteLease {
     async fn ack(&self) -> Result<(), QueueError> {
-        self.commit.ack(self.id, self.token).await
+        self.commit
+            .ack(self.id, self.token, self.label.clone())
+            .await
     }
 
     async fn retry(&self, delay: Duration) -> Result<(), QueueError> {
@@ -47,7 +54,8 @@ impl Lease for SqliteLease {
     }
 
     async fn dead_letter(&self, record: DeadLetterRecord) -> Result<(), QueueError> {
-        let (id, token) = (self.id, self.token);
+        let (id, token, depths, label) =
+            (self.id, self.token, self.depths.clone(), self.label.clone());
         let record = serde_json::to_string(&record)
             .map_err(|e| self.db.err("cannot encode the dead letter", e))?;
         self.db
@@ -63,6 +71,7 @@ impl Lease for SqliteLease {
                     params![id, token],
                 )?;
                 tx.commit()?;
+                depths.add(&label, -(moved as i64));
                 Ok(moved)
             })
             .await

@@ -23,10 +23,12 @@ use crate::backend::{Backend, Leased};
 mod commit;
 mod db;
 mod dead_letters;
+mod depths;
 mod lease;
 
 use commit::GroupCommit;
 use db::{Db, SCHEMA, error, lock};
+use depths::Depths;
 use lease::SqliteLease;
 
 /// How long a lease lasts before another worker may take the request.
@@ -53,6 +55,8 @@ pub struct SqliteQueue {
     db: Arc<Db>,
     notify: Arc<Notify>,
     commit: GroupCommit,
+    /// Waiting requests per function.
+    depths: Depths,
 }
 
 impl SqliteQueue {
@@ -79,6 +83,7 @@ impl SqliteQueue {
         let waiting: i64 = conn
             .query_row("SELECT COUNT(*) FROM requests", [], |r| r.get(0))
             .map_err(fail)?;
+        let depths = Depths::load(&conn).map_err(fail)?;
         tracing::info!(path = %path.display(), waiting, released, "embedded queue opened");
         let db = Arc::new(Db {
             conn: Mutex::new(conn),
@@ -86,9 +91,10 @@ impl SqliteQueue {
             _lock: lock,
         });
         Ok(Self {
-            commit: GroupCommit::new(db.clone()),
+            commit: GroupCommit::new(db.clone(), depths.clone()),
             db,
             notify: Arc::new(Notify::new()),
+            depths,
         })
     }
 
@@ -121,6 +127,7 @@ impl SqliteQueue {
             let mut request: QueuedRequest = serde_json::from_str(&meta)
                 .map_err(|e| self.db.err(&format!("row {id} is corrupt"), e))?;
             request.body = Bytes::from(body);
+            let label = format!("{}.{}", request.function, request.namespace);
             leased.push(Leased {
                 request,
                 attempt,
@@ -128,6 +135,8 @@ impl SqliteQueue {
                     db: self.db.clone(),
                     commit: self.commit.clone(),
                     notify: self.notify.clone(),
+                    depths: self.depths.clone(),
+                    label,
                     id,
                     token,
                 }),
@@ -146,7 +155,10 @@ impl AsyncQueue for SqliteQueue {
     async fn enqueue(&self, request: QueuedRequest) -> Result<(), QueueError> {
         let meta = serde_json::to_string(&request)
             .map_err(|e| self.db.err("cannot encode the request", e))?;
-        self.commit.write(meta, request.body.to_vec()).await?;
+        let label = format!("{}.{}", request.function, request.namespace);
+        self.commit
+            .write(meta, request.body.to_vec(), label)
+            .await?;
         self.notify.notify_one();
         Ok(())
     }
@@ -163,16 +175,7 @@ impl AsyncQueue for SqliteQueue {
     async fn depth_by_function(
         &self,
     ) -> Result<std::collections::BTreeMap<String, u64>, QueueError> {
-        self.db
-            .run("cannot count the requests per function", |conn| {
-                let mut stmt = conn.prepare(
-                    "SELECT json_extract(meta, '$.function') || '.' || json_extract(meta, '$.namespace'), COUNT(*) FROM requests GROUP BY 1",
-                )?;
-                let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-                rows.map(|r| r.map(|(f, n)| (f, u64::try_from(n).unwrap_or(0))))
-                    .collect::<rusqlite::Result<std::collections::BTreeMap<_, _>>>()
-            })
-            .await
+        Ok(self.depths.snapshot())
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterRecord>, QueueError> {
@@ -219,235 +222,4 @@ impl Backend for SqliteQueue {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn request(call_id: &str) -> QueuedRequest {
-        QueuedRequest {
-            call_id: call_id.into(),
-            function: "f".into(),
-            namespace: "openfaas-fn".into(),
-            method: "POST".into(),
-            path: "/".into(),
-            headers: vec![("x-a".into(), "1".into())],
-            callback_url: None,
-            enqueued_at_ms: now_ms(),
-            body: Bytes::from_static(b"body"),
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_accepts_are_each_stored_and_survive_a_reopen() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("q.db");
-        let q = SqliteQueue::open(&path).expect("opens");
-        let accepts: Vec<_> = (0..200)
-            .map(|i| {
-                let q = q.clone();
-                tokio::spawn(async move { q.enqueue(request(&format!("c{i}"))).await })
-            })
-            .collect();
-        for a in accepts {
-            a.await.expect("joins").expect("stored");
-        }
-        let by_function = q.depth_by_function().await.expect("depth");
-        assert_eq!(by_function.get("f.openfaas-fn"), Some(&200));
-        drop(q);
-        let reopened = SqliteQueue::open(&path).expect("reopens");
-        assert_eq!(reopened.depth().await.expect("depth"), 200);
-    }
-
-    #[tokio::test]
-    async fn a_failed_group_commit_is_an_error_for_each_caller() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let q = SqliteQueue::open(&dir.path().join("q.db")).expect("opens");
-        q.db.run("break the table", |conn| {
-            conn.execute_batch("DROP TABLE requests")
-        })
-        .await
-        .expect("dropped");
-        let (a, b) = tokio::join!(q.enqueue(request("a")), q.enqueue(request("b")));
-        for e in [a.expect_err("not stored"), b.expect_err("not stored")] {
-            let text = tributary_core::Chain(&e).to_string();
-            assert!(text.contains("cannot store the request"), "{text}");
-            assert!(text.contains("no such table"), "{text}");
-        }
-        // The writer is free again: a later request is tried (and fails) too, no hang.
-        let later = tokio::time::timeout(Duration::from_secs(5), q.enqueue(request("c"))).await;
-        assert!(later.expect("answers").is_err());
-    }
-
-    #[tokio::test]
-    async fn lease_ack_retry_and_dead_letter() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("q.db");
-        let q = SqliteQueue::open(&path).expect("opens");
-        q.enqueue(request("a")).await.expect("enqueue");
-        q.enqueue(request("b")).await.expect("enqueue");
-        assert_eq!(q.depth().await.expect("depth"), 2);
-        let cancel = CancellationToken::new();
-        let one = |max| {
-            let q = q.clone();
-            let cancel = cancel.clone();
-            async move {
-                let mut leased = q.lease(max, &cancel).await.expect("lease");
-                assert_eq!(leased.len(), 1, "leased exactly one");
-                leased.remove(0)
-            }
-        };
-        let a = one(1).await;
-        assert_eq!(a.request.call_id, "a");
-        assert_eq!(a.request.body, Bytes::from_static(b"body"));
-        assert_eq!(a.attempt, 1);
-        // Retried with a delay: b comes first, then a again with attempt 2.
-        a.lease
-            .retry(Duration::from_millis(300))
-            .await
-            .expect("retry");
-        let b = one(1).await;
-        assert_eq!(b.request.call_id, "b");
-        b.lease.ack().await.expect("ack");
-        let a2 = one(5).await;
-        assert_eq!((a2.request.call_id.as_str(), a2.attempt), ("a", 2));
-        let mut record = DeadLetterRecord {
-            id: 0,
-            call_id: "a".into(),
-            function: "f".into(),
-            namespace: "openfaas-fn".into(),
-            status: Some(500),
-            reason: "gave up".into(),
-            attempts: 2,
-            failed_at_ms: now_ms(),
-            body_bytes: 4,
-        };
-        a2.lease
-            .dead_letter(record.clone())
-            .await
-            .expect("dead letter");
-        assert_eq!(q.depth().await.expect("depth"), 0);
-        let listed = q.dead_letters(10).await.expect("list");
-        record.id = listed[0].id;
-        assert_eq!(listed, vec![record.clone()]);
-        let stats = q.stats().await.expect("stats");
-        assert_eq!((stats.depth, stats.dead_letters), (0, 1));
-
-        // Redriven: back in the queue as a fresh request (attempt 1), gone from the dead letters.
-        assert!(q.redrive(record.id).await.expect("redrive"));
-        assert!(
-            !q.redrive(record.id).await.expect("second redrive"),
-            "only once"
-        );
-        let stats = q.stats().await.expect("stats");
-        assert_eq!((stats.depth, stats.dead_letters), (1, 0));
-        assert!(stats.oldest_age_ms.is_some());
-        let again = one(1).await;
-        assert_eq!((again.request.call_id.as_str(), again.attempt), ("a", 1));
-        assert_eq!(again.request.body, Bytes::from_static(b"body"));
-        assert_eq!(q.stats().await.expect("stats").in_flight, 1);
-        again
-            .lease
-            .dead_letter(record.clone())
-            .await
-            .expect("dead letter");
-        let id = q.dead_letters(10).await.expect("list")[0].id;
-        assert!(q.delete_dead_letter(id).await.expect("delete"));
-        assert!(!q.delete_dead_letter(id).await.expect("delete again"));
-        assert_eq!(
-            q.stats().await.expect("stats"),
-            QueueStats {
-                backend: "embedded".into(),
-                ..QueueStats::default()
-            }
-        );
-    }
-
-    /// A new queue (and its folder) holding `n` requests, `c0` first.
-    async fn queue_holding(n: usize) -> (tempfile::TempDir, SqliteQueue) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let q = SqliteQueue::open(&dir.path().join("q.db")).expect("opens");
-        for i in 0..n {
-            q.enqueue(request(&format!("c{i}"))).await.expect("enqueue");
-        }
-        (dir, q)
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_acks_all_commit_and_a_stale_lease_removes_nothing() {
-        use crate::backend::Lease;
-        let (_dir, q) = queue_holding(50).await;
-        let cancel = CancellationToken::new();
-        let mut leased = Vec::new();
-        while leased.len() < 50 {
-            leased.extend(q.lease(50, &cancel).await.expect("lease"));
-        }
-        // A lease taken over by someone else (a new token) is not ours to remove.
-        let stale = SqliteLease {
-            db: q.db.clone(),
-            commit: q.commit.clone(),
-            notify: q.notify.clone(),
-            id: 1,
-            token: 0,
-        };
-        stale.ack().await.expect("a stale ack is not an error");
-        assert_eq!(q.depth().await.expect("depth"), 50, "and removed nothing");
-        let acks: Vec<_> = leased
-            .into_iter()
-            .map(|l| tokio::spawn(async move { l.lease.ack().await }))
-            .collect();
-        for a in acks {
-            a.await.expect("joins").expect("acked");
-        }
-        assert_eq!(q.depth().await.expect("depth"), 0);
-    }
-
-    #[tokio::test]
-    async fn leasing_with_other_batch_sizes_reuses_the_prepared_statement() {
-        let (_dir, q) = queue_holding(10).await;
-        let cancel = CancellationToken::new();
-        for max in [1, 2, 3, 4] {
-            assert_eq!(q.lease(max, &cancel).await.expect("lease").len(), max);
-        }
-        let reprepared =
-            q.db.run("read the statement's status", |conn| {
-                Ok(conn
-                    .prepare_cached(LEASE_SQL)?
-                    .get_status(rusqlite::StatementStatus::RePrepare))
-            })
-            .await
-            .expect("status");
-        assert_eq!(reprepared, 0, "the lease statement was compiled again");
-    }
-
-    #[test]
-    fn a_second_opener_of_the_same_file_is_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("q.db");
-        let first = SqliteQueue::open(&path).expect("opens");
-        let err = SqliteQueue::open(&path).err().expect("refused");
-        let text = tributary_core::Chain(&err).to_string();
-        assert!(text.contains("in use by another process"), "{text}");
-        assert!(text.contains(&std::process::id().to_string()), "{text}");
-        drop(first);
-        SqliteQueue::open(&path).expect("free again once closed");
-    }
-
-    #[tokio::test]
-    async fn leases_of_a_killed_process_are_released_on_open() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("q.db");
-        {
-            let q = SqliteQueue::open(&path).expect("opens");
-            q.enqueue(request("x")).await.expect("enqueue");
-            let leased = q.lease(10, &CancellationToken::new()).await.expect("lease");
-            assert_eq!(leased.len(), 1);
-            // Dropped without ack, as if the process died mid-call.
-        }
-        let q = SqliteQueue::open(&path).expect("reopens");
-        let again = q
-            .lease(10, &CancellationToken::new())
-            .await
-            .expect("lease")
-            .remove(0);
-        assert_eq!((again.request.call_id.as_str(), again.attempt), ("x", 2));
-    }
-}
+mod tests;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use http::{Request, StatusCode};
-use tributary_core::http::pool::testing::upstream;
+use tributary_core::http::pool::testing::{refused, upstream};
 
 use super::*;
 
@@ -85,12 +85,7 @@ async fn a_call_past_the_timeout_is_a_504_and_its_connection_is_not_reused() {
 
 #[tokio::test]
 async fn an_unreachable_upstream_is_a_bad_gateway_naming_the_function() {
-    let addr = {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        listener.local_addr().expect("addr")
-    };
+    let addr = refused().await;
     let proxy = HttpProxy::new(Duration::from_secs(5), 1 << 20);
     let error = forward(&proxy, addr, "/").await.expect_err("refused");
     assert!(

@@ -16,6 +16,34 @@ fn request(call_id: &str) -> QueuedRequest {
     }
 }
 
+/// A lease of request `id` with a token no lease has (one taken over by someone else).
+fn stale_lease(q: &SqliteQueue, id: i64) -> SqliteLease {
+    SqliteLease {
+        db: q.db.clone(),
+        commit: q.commit.clone(),
+        notify: q.notify.clone(),
+        depths: q.depths.clone(),
+        label: "f.openfaas-fn".into(),
+        id,
+        token: 0,
+    }
+}
+
+/// The dead letter of call `call_id` of function `f` after `attempts` attempts.
+fn gave_up(call_id: &str, attempts: u32) -> DeadLetterRecord {
+    DeadLetterRecord {
+        id: 0,
+        call_id: call_id.into(),
+        function: "f".into(),
+        namespace: "openfaas-fn".into(),
+        status: Some(500),
+        reason: "gave up".into(),
+        attempts,
+        failed_at_ms: now_ms(),
+        body_bytes: 4,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_accepts_are_each_stored_and_survive_a_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -89,17 +117,7 @@ async fn lease_ack_retry_and_dead_letter() {
     b.lease.ack().await.expect("ack");
     let a2 = one(5).await;
     assert_eq!((a2.request.call_id.as_str(), a2.attempt), ("a", 2));
-    let mut record = DeadLetterRecord {
-        id: 0,
-        call_id: "a".into(),
-        function: "f".into(),
-        namespace: "openfaas-fn".into(),
-        status: Some(500),
-        reason: "gave up".into(),
-        attempts: 2,
-        failed_at_ms: now_ms(),
-        body_bytes: 4,
-    };
+    let mut record = gave_up("a", 2);
     a2.lease
         .dead_letter(record.clone())
         .await
@@ -161,15 +179,7 @@ async fn concurrent_acks_all_commit_and_a_stale_lease_removes_nothing() {
         leased.extend(q.lease(50, &cancel).await.expect("lease"));
     }
     // A lease taken over by someone else (a new token) is not ours to remove.
-    let stale = SqliteLease {
-        db: q.db.clone(),
-        commit: q.commit.clone(),
-        notify: q.notify.clone(),
-        depths: q.depths.clone(),
-        label: "f.openfaas-fn".into(),
-        id: 1,
-        token: 0,
-    };
+    let stale = stale_lease(&q, 1);
     stale.ack().await.expect("a stale ack is not an error");
     assert_eq!(q.depth().await.expect("depth"), 50, "and removed nothing");
     let acks: Vec<_> = leased
@@ -213,29 +223,11 @@ async fn the_depth_per_function_follows_accepts_acks_dead_letters_and_redrives()
     let g = leased.pop().expect("g");
     g.lease.ack().await.expect("ack");
     // An acknowledgement of a lease taken over removes nothing, and counts nothing.
-    let stale = SqliteLease {
-        db: q.db.clone(),
-        commit: q.commit.clone(),
-        notify: q.notify.clone(),
-        depths: q.depths.clone(),
-        label: "f.openfaas-fn".into(),
-        id: 1,
-        token: 0,
-    };
+    let stale = stale_lease(&q, 1);
     stale.ack().await.expect("a stale ack is not an error");
     assert_eq!(depth(&q).await, both(3, 0));
     let f = leased.pop().expect("f");
-    let record = DeadLetterRecord {
-        id: 0,
-        call_id: f.request.call_id.clone(),
-        function: "f".into(),
-        namespace: "openfaas-fn".into(),
-        status: Some(500),
-        reason: "gave up".into(),
-        attempts: 1,
-        failed_at_ms: now_ms(),
-        body_bytes: 4,
-    };
+    let record = gave_up(&f.request.call_id, 1);
     f.lease.dead_letter(record).await.expect("dead letter");
     assert_eq!(depth(&q).await, both(2, 0));
     let id = q.dead_letters(1).await.expect("list")[0].id;

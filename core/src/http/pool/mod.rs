@@ -68,8 +68,19 @@ impl Endpoint for SocketAddr {
 
 impl Endpoint for Authority {
     async fn open(&self) -> std::io::Result<TcpStream> {
-        TcpStream::connect((self.host(), self.port_u16().unwrap_or(80))).await
+        TcpStream::connect(host_and_port(self)).await
     }
+}
+
+/// The name or address to connect to and the port (80 unless given): an IPv6 address without
+/// the brackets it has in a URL.
+fn host_and_port(authority: &Authority) -> (&str, u16) {
+    let host = authority.host();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    (host, authority.port_u16().unwrap_or(80))
 }
 
 /// What a request body must be to be sent on a pooled connection.

@@ -82,6 +82,14 @@ async fn serve(mut stream: TcpStream, seen: Arc<Seen>) {
     }
 }
 
+/// An address on this machine where nothing listens (a port just freed): connecting is refused.
+pub async fn refused() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a port to free");
+    listener.local_addr().expect("its address")
+}
+
 /// Waits until `done` holds (checked every 10 ms); panics after 2 s.
 pub async fn wait_until(mut done: impl FnMut() -> bool) {
     for _ in 0..200 {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::Request;
 use http_body_util::{BodyExt, Empty};
 
-use super::testing::{upstream, wait_until};
+use super::testing::{refused, upstream, wait_until};
 use super::*;
 
 type TestPools<K> = Arc<Pools<K, Empty<Bytes>>>;
@@ -24,6 +24,16 @@ async fn text<K: Endpoint>(response: Response<PooledBody<K, Empty<Bytes>>>) -> S
         .expect("body")
         .to_bytes();
     String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The whole body of an answer read off a connection outside the pool.
+async fn read(answered: Response<hyper::body::Incoming>) -> Bytes {
+    answered
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
 }
 
 async fn call<K: Endpoint>(pools: &TestPools<K>, to: &K, path: &str) -> String {
@@ -95,28 +105,12 @@ async fn a_request_a_closed_connection_could_not_take_goes_on_a_new_one() {
     };
     // The upstream answers and closes: this connection can carry nothing more.
     let answered = sender.send_request(get("/close")).await.expect("answered");
-    assert_eq!(
-        answered
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes(),
-        "ok"
-    );
+    assert_eq!(read(answered).await, "ok");
     wait_until(|| sender.is_closed()).await;
     let (answered, _) = exchange(&addr, Some(sender), get("/"))
         .await
         .expect("sent again");
-    assert_eq!(
-        answered
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes(),
-        "ok"
-    );
+    assert_eq!(read(answered).await, "ok");
     assert_eq!(seen.accepted(), 2);
 }
 
@@ -157,12 +151,7 @@ async fn all_at_once(pools: &TestPools<SocketAddr>, addr: &SocketAddr, n: usize)
 
 #[tokio::test]
 async fn an_unreachable_endpoint_is_a_connect_error_naming_it() {
-    let addr = {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        listener.local_addr().expect("addr")
-    };
+    let addr = refused().await;
     let error = pools().send(&addr, get("/")).await.expect_err("refused");
     assert!(matches!(error, PoolError::Connect { .. }), "{error:?}");
     let text = crate::Chain(&error).to_string();
@@ -170,4 +159,17 @@ async fn an_unreachable_endpoint_is_a_connect_error_naming_it() {
         text.contains(&addr.to_string()) && text.contains("refused"),
         "{text}"
     );
+}
+
+#[test]
+fn a_url_authority_is_connected_to_by_name_or_address_and_port() {
+    let of = |a: &str| {
+        let authority = Authority::try_from(a).expect("authority");
+        let (host, port) = host_and_port(&authority);
+        (host.to_owned(), port)
+    };
+    assert_eq!(of("gateway:8080"), ("gateway".to_owned(), 8080));
+    assert_eq!(of("gateway"), ("gateway".to_owned(), 80));
+    assert_eq!(of("[::1]:9000"), ("::1".to_owned(), 9000));
+    assert_eq!(of("127.0.0.1"), ("127.0.0.1".to_owned(), 80));
 }

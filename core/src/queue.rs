@@ -61,6 +61,13 @@ pub struct QueuedRequest {
     pub body: Bytes,
 }
 
+impl QueuedRequest {
+    /// Its function as metrics and the queue's depth name it: `name.namespace`.
+    pub fn label(&self) -> String {
+        format!("{}.{}", self.function, self.namespace)
+    }
+}
+
 /// A dead-lettered request, as listed by `GET /system/async-dead-letters`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -152,5 +159,21 @@ mod tests {
             1_500
         );
         assert_eq!(super::unix_ms(UNIX_EPOCH - Duration::from_secs(1)), 0);
+    }
+
+    #[test]
+    fn a_queued_request_is_labelled_name_dot_namespace() {
+        let request = super::QueuedRequest {
+            call_id: "c".into(),
+            function: "resize".into(),
+            namespace: "images".into(),
+            method: "POST".into(),
+            path: "/".into(),
+            headers: Vec::new(),
+            callback_url: None,
+            enqueued_at_ms: 0,
+            body: bytes::Bytes::new(),
+        };
+        assert_eq!(request.label(), "resize.images");
     }
 }

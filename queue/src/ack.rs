@@ -117,7 +117,7 @@ pub(crate) struct QueueAck {
 
 impl QueueAck {
     fn label(&self) -> String {
-        format!("{}.{}", self.request.function, self.request.namespace)
+        self.request.label()
     }
 
     /// Posts the final answer to `X-Callback-Url`, if the caller gave one.

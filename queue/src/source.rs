@@ -57,7 +57,7 @@ impl Parts {
         } = leased;
         let lease: Arc<dyn Lease> = Arc::from(lease);
         let call = DirectCall {
-            function: format!("{}.{}", request.function, request.namespace),
+            function: request.label(),
             method: http::Method::from_bytes(request.method.as_bytes())
                 .unwrap_or(http::Method::POST),
             path: request.path.clone(),

@@ -136,6 +136,28 @@ fn spawn_queue_worker(nats: &NatsServer, gateway: &GatewayProcess) -> Child {
         .unwrap()
 }
 
+/// Some of the `n` queued messages were not done yet when the process was killed.
+fn assert_killed_mid_stream(record: &Path, n: usize) {
+    let before = delivered(record).len();
+    assert!(before < n, "killed mid-stream ({before} of {n} done)");
+}
+
+/// Every one of the `n` messages is delivered after a restart, and no more than the
+/// `max_inflight` calls the kill interrupted ran twice.
+async fn assert_each_delivered_after_the_restart(record: &Path, n: usize, max_inflight: usize) {
+    eventually(
+        Duration::from_secs(60),
+        "every message delivered after the restart",
+        || async { delivered(record).len() == n },
+    )
+    .await;
+    let calls = read_records(record).len();
+    assert!(
+        calls <= n + max_inflight,
+        "{calls} calls for {n} messages: duplicates stay within max_inflight ({max_inflight})"
+    );
+}
+
 #[tokio::test]
 async fn sigkilled_worker_redelivers_every_message() {
     // Embedded: the worker runs inside the gateway, so the gateway is SIGKILLed mid-call.
@@ -152,20 +174,9 @@ async fn sigkilled_worker_redelivers_every_message() {
         tokio::time::sleep(Duration::from_millis(1200)).await;
         gw.kill();
         drop(gw);
-        let before = delivered(&record).len();
-        assert!(before < n, "killed mid-stream ({before} of {n} done)");
+        assert_killed_mid_stream(&record, n);
         let _gw = GatewayProcess::start_with(options()).await;
-        eventually(
-            Duration::from_secs(60),
-            "every message delivered",
-            || async { delivered(&record).len() == n },
-        )
-        .await;
-        let calls = read_records(&record).len();
-        assert!(
-            calls <= n + 4,
-            "{calls} calls for {n} messages: duplicates stay within max_inflight (4)"
-        );
+        assert_each_delivered_after_the_restart(&record, n, 4).await;
     }
     // NATS: a standalone queue worker is SIGKILLed mid-call and started again.
     {
@@ -194,20 +205,9 @@ async fn sigkilled_worker_redelivers_every_message() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         worker.kill().unwrap();
         worker.wait().unwrap();
-        let before = delivered(&record).len();
-        assert!(before < n, "killed mid-stream ({before} of {n} done)");
+        assert_killed_mid_stream(&record, n);
         let mut worker = spawn_queue_worker(&nats, &gw);
-        eventually(
-            Duration::from_secs(60),
-            "every message delivered after the restart",
-            || async { delivered(&record).len() == n },
-        )
-        .await;
-        let calls = read_records(&record).len();
-        assert!(
-            calls >= n && calls <= n + 4,
-            "{calls} calls for {n} messages (duplicates bounded by max_inflight 4)"
-        );
+        assert_each_delivered_after_the_restart(&record, n, 4).await;
         worker.kill().unwrap();
         worker.wait().unwrap();
     }

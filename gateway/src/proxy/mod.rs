@@ -12,7 +12,7 @@ use http::{Request, Response};
 use http_body::Body as _;
 use http_body_util::LengthLimitError;
 
-use tributary_core::http::pool::{PoolError, Pools};
+use tributary_core::http::pool::Pools;
 use tributary_core::http::{HOP_BY_HOP, POOL_IDLE_TIMEOUT, is_hop_by_hop};
 
 use crate::error::GatewayError;
@@ -55,13 +55,6 @@ impl HttpProxy {
         let exchange = tokio::time::timeout(self.timeout, self.pools.send(&addr, request));
         let response = match exchange.await {
             Ok(Ok(answered)) => answered,
-            // An upstream's address is the provider's, not the caller's: a failure is internal.
-            Ok(Err(e @ PoolError::Host { .. })) => {
-                return Err(GatewayError::Internal {
-                    what: format!("upstream address {addr} cannot be a Host header"),
-                    source: e.into(),
-                });
-            }
             Ok(Err(e)) => {
                 if is_length_limit(&e) {
                     return Err(GatewayError::PayloadTooLarge {

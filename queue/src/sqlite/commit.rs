@@ -113,37 +113,11 @@ impl GroupCommit {
             };
             let (data, waiting): (Vec<Write>, Vec<_>) =
                 rows.into_iter().map(|r| (r.write, r.done)).unzip();
-            let durable = data.iter().any(|w| matches!(w, Write::Insert { .. }));
             let depths = self.depths.clone();
             let written = self
                 .db
                 .run("cannot store the requests", move |conn| {
-                    // Prepared once and cached: parsing the pragmas was a tenth of a group's cost.
-                    if durable {
-                        conn.prepare_cached("PRAGMA synchronous = FULL")?
-                            .execute([])?;
-                    }
-                    let now = now_ms();
-                    // BEGIN and COMMIT prepared once too (a transaction guard parses them anew).
-                    conn.prepare_cached("BEGIN")?.execute([])?;
-                    let written = write_all(conn, &data, now);
-                    let committed = written.and_then(|moved| {
-                        conn.prepare_cached("COMMIT")?.execute([])?;
-                        // Under the connection's lock, in commit order.
-                        for (write, by) in data.iter().zip(moved) {
-                            depths.add(write.label(), by);
-                        }
-                        Ok(())
-                    });
-                    if committed.is_err() && !conn.is_autocommit() {
-                        // Nothing of this group is kept; the connection is free for the next.
-                        let _ = conn.execute_batch("ROLLBACK");
-                    }
-                    if durable {
-                        conn.prepare_cached("PRAGMA synchronous = NORMAL")?
-                            .execute([])?;
-                    }
-                    committed
+                    commit_group(conn, &data, &depths)
                 })
                 .await
                 .map_err(|e| tributary_core::Chain(&e).to_string());
@@ -161,6 +135,48 @@ impl Write {
             Write::Insert { label, .. } | Write::Ack { label, .. } => label,
         }
     }
+}
+
+/// Writes one group in one transaction, with an fsync when it stores requests; the depths move
+/// once it is committed, in commit order (under the connection's lock). Nothing of a failed
+/// group is kept.
+fn commit_group(
+    conn: &rusqlite::Connection,
+    data: &[Write],
+    depths: &Depths,
+) -> rusqlite::Result<()> {
+    let durable = data.iter().any(|w| matches!(w, Write::Insert { .. }));
+    // Statements prepared once and cached: parsing the pragmas was a tenth of a group's cost,
+    // and a transaction guard would parse BEGIN and COMMIT anew each time.
+    if durable {
+        conn.prepare_cached("PRAGMA synchronous = FULL")?
+            .execute([])?;
+    }
+    let committed = conn
+        .prepare_cached("BEGIN")
+        .and_then(|mut begin| begin.execute([]))
+        .and_then(|_| write_all(conn, data, now_ms()))
+        .and_then(|moved| {
+            conn.prepare_cached("COMMIT")?.execute([])?;
+            Ok(moved)
+        });
+    match &committed {
+        Ok(moved) => {
+            for (write, by) in data.iter().zip(moved) {
+                depths.add(write.label(), *by);
+            }
+        }
+        Err(_) if !conn.is_autocommit() => {
+            // The connection is free for the next group.
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        Err(_) => {}
+    }
+    if durable {
+        conn.prepare_cached("PRAGMA synchronous = NORMAL")?
+            .execute([])?;
+    }
+    committed.map(drop)
 }
 
 /// Writes one group's rows inside its transaction; how each moves its function's depth.

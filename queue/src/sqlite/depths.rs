@@ -1,6 +1,6 @@
 //! How many requests wait per function, kept in memory: counted once when the queue opens,
 //! then moved by each committed insert, acknowledgement, dead letter and redrive. The
-//! autoscaler reads it every interval; counting with SQL meant parsing every waiting row's
+//! autoscaler reads it every interval, `/system/info` its total; counting with SQL meant parsing every waiting row's
 //! JSON while holding the connection every accept waits for (O(depth), every 2 s).
 
 use std::collections::BTreeMap;
@@ -41,6 +41,15 @@ impl Depths {
         }
     }
 
+    /// How many requests wait, all functions together.
+    pub(super) fn total(&self) -> u64 {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .sum()
+    }
+
     /// The counts now.
     pub(super) fn snapshot(&self) -> BTreeMap<String, u64> {
         self.0
@@ -63,5 +72,8 @@ mod tests {
         depths.add("g.fn", -1);
         depths.add("h.fn", -1);
         assert_eq!(depths.snapshot(), BTreeMap::from([("f.fn".to_owned(), 1)]));
+        assert_eq!(depths.total(), 1);
+        depths.add("g.fn", 3);
+        assert_eq!(depths.total(), 4);
     }
 }

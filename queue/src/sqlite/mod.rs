@@ -80,10 +80,8 @@ impl SqliteQueue {
                 [],
             )
             .map_err(fail)?;
-        let waiting: i64 = conn
-            .query_row("SELECT COUNT(*) FROM requests", [], |r| r.get(0))
-            .map_err(fail)?;
         let depths = Depths::load(&conn).map_err(fail)?;
+        let waiting = depths.total();
         tracing::info!(path = %path.display(), waiting, released, "embedded queue opened");
         let db = Arc::new(Db {
             conn: Mutex::new(conn),
@@ -127,7 +125,7 @@ impl SqliteQueue {
             let mut request: QueuedRequest = serde_json::from_str(&meta)
                 .map_err(|e| self.db.err(&format!("row {id} is corrupt"), e))?;
             request.body = Bytes::from(body);
-            let label = format!("{}.{}", request.function, request.namespace);
+            let label = request.label();
             leased.push(Leased {
                 request,
                 attempt,
@@ -155,21 +153,15 @@ impl AsyncQueue for SqliteQueue {
     async fn enqueue(&self, request: QueuedRequest) -> Result<(), QueueError> {
         let meta = serde_json::to_string(&request)
             .map_err(|e| self.db.err("cannot encode the request", e))?;
-        let label = format!("{}.{}", request.function, request.namespace);
         self.commit
-            .write(meta, request.body.to_vec(), label)
+            .write(meta, request.body.to_vec(), request.label())
             .await?;
         self.notify.notify_one();
         Ok(())
     }
 
     async fn depth(&self) -> Result<u64, QueueError> {
-        self.db
-            .run("cannot count the requests", |conn| {
-                conn.query_row("SELECT COUNT(*) FROM requests", [], |r| r.get::<_, i64>(0))
-            })
-            .await
-            .map(|n| u64::try_from(n).unwrap_or(0))
+        Ok(self.depths.total())
     }
 
     async fn depth_by_function(

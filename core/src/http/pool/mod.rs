@@ -129,6 +129,22 @@ pub enum PoolError {
     },
 }
 
+impl PoolError {
+    fn connect(to: &impl Endpoint, source: std::io::Error) -> Self {
+        Self::Connect {
+            to: to.to_string(),
+            source,
+        }
+    }
+
+    fn exchange(to: &impl Endpoint, source: hyper::Error) -> Self {
+        Self::Exchange {
+            to: to.to_string(),
+            source,
+        }
+    }
+}
+
 /// Idle connections of every thread, to endpoints `K`, for requests with bodies `B`.
 pub struct Pools<K: Endpoint, B: RequestBody> {
     threads: ThreadLocal<Mutex<HashMap<K, Upstream<B>>>>,
@@ -318,10 +334,7 @@ async fn exchange<K: Endpoint, B: RequestBody>(
     idle: Option<SendRequest<B>>,
     request: Request<B>,
 ) -> Result<(Response<hyper::body::Incoming>, SendRequest<B>), PoolError> {
-    let failed = |source| PoolError::Exchange {
-        to: to.to_string(),
-        source,
-    };
+    let failed = |source| PoolError::exchange(to, source);
     let mut sender = match idle {
         Some(sender) => sender,
         None => connect(to).await?,
@@ -341,10 +354,7 @@ async fn exchange<K: Endpoint, B: RequestBody>(
 
 /// Opens a connection to `to` (no Nagle delay, TCP keep-alive) and starts driving it.
 async fn connect<K: Endpoint, B: RequestBody>(to: &K) -> Result<SendRequest<B>, PoolError> {
-    let failed = |source| PoolError::Connect {
-        to: to.to_string(),
-        source,
-    };
+    let failed = |source| PoolError::connect(to, source);
     let stream = to.open().await.map_err(failed)?;
     stream.set_nodelay(true).map_err(failed)?;
     let keepalive = socket2::TcpKeepalive::new().with_time(KEEPALIVE);
@@ -353,10 +363,7 @@ async fn connect<K: Endpoint, B: RequestBody>(to: &K) -> Result<SendRequest<B>, 
         .map_err(failed)?;
     let (sender, connection) = http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|source| PoolError::Exchange {
-            to: to.to_string(),
-            source,
-        })?;
+        .map_err(|source| PoolError::exchange(to, source))?;
     let to = to.to_string();
     tokio::spawn(async move {
         if let Err(e) = connection.await {

@@ -1,5 +1,6 @@
 //! Prometheus metrics with the OpenFaaS gateway's names.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -8,6 +9,7 @@ use prometheus::core::Collector;
 use prometheus::{
     Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
 };
+use thread_local::ThreadLocal;
 use tributary_core::metrics::Registrar;
 
 /// The gateway's metrics, registered in their own registry.
@@ -23,8 +25,14 @@ pub struct Metrics {
     scaler_desired: IntGaugeVec,
     scaler_current: IntGaugeVec,
     scaler_decisions: IntCounterVec,
-    handles: Arc<RwLock<HashMap<String, Arc<FunctionHandles>>>>,
+    handles: Arc<RwLock<Handles>>,
+    /// Each thread's own copy of `handles`: the hot path neither takes the shared lock nor
+    /// moves a reference count another core also writes.
+    local: Arc<ThreadLocal<RefCell<Handles>>>,
 }
+
+/// Each function's handles, by `name.namespace`.
+type Handles = HashMap<String, Arc<FunctionHandles>>;
 
 /// Label-bound metric handles for one function, cached so the hot path skips label hashing.
 pub struct FunctionHandles {
@@ -174,8 +182,26 @@ impl Metrics {
                 )
                 .expect(fresh),
             handles: Arc::default(),
+            local: Arc::default(),
             registry,
         }
+    }
+
+    /// This thread's handles for `function_name`.
+    fn local_handles(&self, function_name: &str) -> Arc<FunctionHandles> {
+        let mut local = self.local.get_or_default().borrow_mut();
+        if let Some(h) = local.get(function_name) {
+            return h.clone();
+        }
+        let shared = self.handles(function_name);
+        let h = Arc::new(FunctionHandles {
+            started: shared.started.clone(),
+            inflight: shared.inflight.clone(),
+            name: shared.name.clone(),
+            by_code: RwLock::default(),
+        });
+        local.insert(function_name.to_owned(), h.clone());
+        h
     }
 
     fn handles(&self, function_name: &str) -> Arc<FunctionHandles> {
@@ -203,7 +229,7 @@ impl Metrics {
 
     /// Starts tracking an invocation of `function_name` (`name.namespace`).
     pub fn start(&self, function_name: &str) -> Invocation<'_> {
-        let handles = self.handles(function_name);
+        let handles = self.local_handles(function_name);
         handles.started.inc();
         handles.inflight.inc();
         Invocation {
@@ -288,6 +314,32 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calls_on_several_threads_count_in_the_same_series() {
+        let m = Metrics::new();
+        m.start("echo.openfaas-fn")
+            .finish(200, Duration::from_millis(1));
+        let other = m.clone();
+        std::thread::spawn(move || {
+            other
+                .start("echo.openfaas-fn")
+                .finish(200, Duration::from_millis(1));
+            other.start("echo.openfaas-fn").finish(500, Duration::ZERO);
+        })
+        .join()
+        .expect("calling thread");
+        let text = m.render();
+        assert!(text.contains("gateway_function_invocation_total{code=\"200\",function_name=\"echo.openfaas-fn\"} 2"), "{text}");
+        assert!(text.contains("gateway_function_invocation_total{code=\"500\",function_name=\"echo.openfaas-fn\"} 1"), "{text}");
+        assert!(
+            text.contains(
+                "gateway_functions_seconds_count{code=\"200\",function_name=\"echo.openfaas-fn\"} 2"
+            ),
+            "{text}"
+        );
+        assert_eq!(m.load("echo.openfaas-fn"), Some((3, 0)));
+    }
 
     #[test]
     fn counts_invocations_and_inflight() {

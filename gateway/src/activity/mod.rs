@@ -6,10 +6,11 @@
 mod series;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
+use thread_local::ThreadLocal;
 
 pub use series::{SLOT, SLOTS, Series, Summary};
 
@@ -83,7 +84,19 @@ struct FlowState {
     last_at_ms: i64,
 }
 
-type FlowKey = (String, String, String);
+/// What one thread recorded. Each thread that records calls has its own shard, so the hot path
+/// takes an uncontended lock, touches no other core's cache lines and allocates nothing for a
+/// function or flow it has seen; a snapshot merges the shards.
+#[derive(Default)]
+struct Shard {
+    functions: HashMap<String, Series>,
+    /// Keyed by `connector\ntopic\nfunction` (none of the three can hold a line break).
+    flows: HashMap<String, FlowState>,
+    /// The flow key being looked up, kept to reuse its allocation.
+    key: String,
+    /// Newest first.
+    recent: VecDeque<RecentCall>,
+}
 
 /// Everything [`Activity`] knows, as `GET /system/activity` answers it.
 #[derive(Debug, Clone, Serialize)]
@@ -99,16 +112,26 @@ pub struct Snapshot {
     pub recent: Vec<RecentCall>,
 }
 
-/// The gateway's recent traffic; cheap to clone.
+/// The gateway's recent traffic; cheap to clone. The bounds ([`MAX_FUNCTIONS`], [`MAX_FLOWS`],
+/// [`RECENT`]) hold per recording thread.
 #[derive(Clone, Default)]
 pub struct Activity {
-    functions: Arc<RwLock<HashMap<String, Arc<Mutex<Series>>>>>,
-    flows: Arc<Mutex<HashMap<FlowKey, FlowState>>>,
-    recent: Arc<Mutex<VecDeque<RecentCall>>>,
+    shards: Arc<ThreadLocal<Mutex<Shard>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Text of an optional header value, reusing `into`'s allocation.
+fn refill(into: &mut Option<String>, from: Option<&str>) {
+    match (into.as_mut(), from) {
+        (Some(old), Some(new)) => {
+            old.clear();
+            old.push_str(new);
+        }
+        (_, new) => *into = new.map(str::to_owned),
+    }
 }
 
 impl Activity {
@@ -117,82 +140,108 @@ impl Activity {
         let now = SystemTime::now();
         let epoch = series::epoch_of(now);
         let failed = !(200..400).contains(&call.status);
-        if let Some(series) = self.series(&call.function) {
-            lock(&series).record(epoch, call.took, failed);
+        let mut guard = lock(self.shards.get_or_default());
+        let shard = &mut *guard;
+        let known = shard.functions.contains_key(call.function.as_str());
+        if known || shard.functions.len() < MAX_FUNCTIONS {
+            let series = match shard.functions.get_mut(call.function.as_str()) {
+                Some(series) => series,
+                None => shard.functions.entry(call.function.clone()).or_default(),
+            };
+            series.record(epoch, call.took, failed);
         }
         // One clock read for both (a call's bookkeeping reads the clock often enough).
         let at_ms = tributary_core::queue::unix_ms(now);
         if let (Some(connector), Some(topic)) = (call.connector, call.topic) {
-            let mut flows = lock(&self.flows);
-            let key = (
-                connector.to_owned(),
-                topic.to_owned(),
-                call.function.to_owned(),
-            );
-            let known = flows.contains_key(&key);
-            if known || flows.len() < MAX_FLOWS {
-                let flow = flows.entry(key).or_default();
+            let key = &mut shard.key;
+            key.clear();
+            for (i, part) in [connector, topic, call.function.as_str()]
+                .iter()
+                .enumerate()
+            {
+                if i > 0 {
+                    key.push('\n');
+                }
+                key.push_str(part);
+            }
+            if !shard.flows.contains_key(key.as_str()) && shard.flows.len() < MAX_FLOWS {
+                shard.flows.insert(key.clone(), FlowState::default());
+            }
+            if let Some(flow) = shard.flows.get_mut(key.as_str()) {
                 flow.series.record(epoch, call.took, failed);
                 flow.retries += u64::from(call.attempt.is_some_and(|a| a > 1));
                 flow.last_at_ms = at_ms;
             }
         }
-        let mut recent = lock(&self.recent);
-        if recent.len() == RECENT {
-            recent.pop_back();
+        let duration_ms = (call.took.as_secs_f64() * 1e6).round() / 1e3;
+        // The oldest entry's strings are reused for the newest.
+        let mut entry = match shard.recent.len() {
+            RECENT.. => shard.recent.pop_back(),
+            _ => None,
         }
-        recent.push_front(RecentCall {
+        .unwrap_or_else(|| RecentCall {
             at_ms,
-            function: call.function,
+            function: String::new(),
             status: call.status,
-            duration_ms: (call.took.as_secs_f64() * 1e6).round() / 1e3,
-            call_id: call.call_id.to_owned(),
-            connector: call.connector.map(str::to_owned),
-            topic: call.topic.map(str::to_owned),
+            duration_ms,
+            call_id: String::new(),
+            connector: None,
+            topic: None,
         });
-    }
-
-    fn series(&self, function: &str) -> Option<Arc<Mutex<Series>>> {
-        let read = self.functions.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = read.get(function) {
-            return Some(s.clone());
-        }
-        drop(read);
-        let mut write = self.functions.write().unwrap_or_else(|e| e.into_inner());
-        if write.len() >= MAX_FUNCTIONS && !write.contains_key(function) {
-            return None;
-        }
-        Some(write.entry(function.to_owned()).or_default().clone())
+        entry.at_ms = at_ms;
+        entry.function = call.function;
+        entry.status = call.status;
+        entry.duration_ms = duration_ms;
+        entry.call_id.clear();
+        entry.call_id.push_str(call.call_id);
+        refill(&mut entry.connector, call.connector);
+        refill(&mut entry.topic, call.topic);
+        shard.recent.push_front(entry);
     }
 
     /// Forgets a removed function's figures (its flows age out of the window).
     pub fn forget(&self, function: &str) {
-        self.functions
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(function);
-        lock(&self.flows).retain(|(_, _, f), _| f != function);
+        for shard in self.shards.iter() {
+            let mut shard = lock(shard);
+            shard.functions.remove(function);
+            shard
+                .flows
+                .retain(|key, _| key.rsplit('\n').next() != Some(function));
+        }
     }
 
     /// What is known now.
     pub fn snapshot(&self) -> Snapshot {
         let now = series::epoch_of(SystemTime::now());
-        let functions = self
-            .functions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(name, s)| (name.clone(), lock(s).summary(now)))
-            .collect();
-        let mut flows: Vec<Flow> = lock(&self.flows)
-            .iter()
-            .map(|((connector, topic, function), state)| Flow {
-                connector: connector.clone(),
-                topic: topic.clone(),
-                function: function.clone(),
-                summary: state.series.summary(now),
-                retries: state.retries,
-                last_at_ms: state.last_at_ms,
+        let mut functions: HashMap<String, Series> = HashMap::new();
+        let mut flows: HashMap<String, FlowState> = HashMap::new();
+        let mut recent = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = lock(shard);
+            for (name, series) in &shard.functions {
+                functions.entry(name.clone()).or_default().add(series);
+            }
+            for (key, state) in &shard.flows {
+                let merged = flows.entry(key.clone()).or_default();
+                merged.series.add(&state.series);
+                merged.retries += state.retries;
+                merged.last_at_ms = merged.last_at_ms.max(state.last_at_ms);
+            }
+            recent.extend(shard.recent.iter().cloned());
+        }
+        let mut flows: Vec<Flow> = flows
+            .into_iter()
+            .filter_map(|(key, state)| {
+                let mut parts = key.splitn(3, '\n');
+                let (connector, topic, function) = (parts.next()?, parts.next()?, parts.next()?);
+                Some(Flow {
+                    connector: connector.to_owned(),
+                    topic: topic.to_owned(),
+                    function: function.to_owned(),
+                    summary: state.series.summary(now),
+                    retries: state.retries,
+                    last_at_ms: state.last_at_ms,
+                })
             })
             .collect();
         flows.sort_by(|a, b| {
@@ -200,11 +249,17 @@ impl Activity {
                 (&a.connector, &a.topic, &a.function).cmp(&(&b.connector, &b.topic, &b.function))
             })
         });
+        // Each shard's list is newest first; a stable sort keeps that order within a millisecond.
+        recent.sort_by_key(|call| std::cmp::Reverse(call.at_ms));
+        recent.truncate(RECENT);
         Snapshot {
             slot_seconds: SLOT.as_secs(),
-            functions,
+            functions: functions
+                .iter()
+                .map(|(name, s)| (name.clone(), s.summary(now)))
+                .collect(),
             flows,
-            recent: lock(&self.recent).iter().cloned().collect(),
+            recent,
         }
     }
 }
@@ -248,6 +303,39 @@ mod tests {
         let s = a.snapshot();
         assert!(!s.functions.contains_key("f.fn"));
         assert_eq!(s.flows.len(), 1);
+    }
+
+    #[test]
+    fn a_snapshot_merges_what_each_thread_recorded() {
+        let a = Activity::default();
+        a.record(call("f.fn", 200, Some("kafka-connector"), 1));
+        let other = a.clone();
+        std::thread::spawn(move || {
+            other.record(call("f.fn", 500, Some("kafka-connector"), 2));
+            other.record(call("g.fn", 200, None, 1));
+        })
+        .join()
+        .expect("recording thread");
+        std::thread::sleep(Duration::from_millis(2));
+        a.record(call("g.fn", 200, None, 1));
+        let s = a.snapshot();
+        assert_eq!(
+            (s.functions["f.fn"].total, s.functions["f.fn"].total_errors),
+            (2, 1)
+        );
+        assert_eq!(s.functions["g.fn"].total, 2);
+        assert_eq!(s.flows.len(), 1, "one flow, recorded on two threads");
+        assert_eq!((s.flows[0].summary.total, s.flows[0].retries), (2, 1));
+        assert_eq!(s.recent.len(), 4);
+        assert_eq!(s.recent[0].function, "g.fn", "newest first across threads");
+        assert_eq!(s.recent[3].function, "f.fn");
+        a.forget("f.fn");
+        let s = a.snapshot();
+        assert!(
+            !s.functions.contains_key("f.fn"),
+            "forgotten on every thread"
+        );
+        assert!(s.flows.is_empty());
     }
 
     #[test]

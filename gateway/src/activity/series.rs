@@ -104,6 +104,23 @@ impl Series {
         slot.latency[b] = slot.latency[b].saturating_add(1);
     }
 
+    /// Adds `other`'s calls to these (another thread's record of the same calls' window).
+    pub fn add(&mut self, other: &Series) {
+        for (mine, theirs) in self.slots.iter_mut().zip(other.slots.iter()) {
+            if theirs.epoch > mine.epoch {
+                *mine = *theirs;
+            } else if theirs.epoch == mine.epoch {
+                mine.calls = mine.calls.saturating_add(theirs.calls);
+                mine.errors = mine.errors.saturating_add(theirs.errors);
+                for (sum, n) in mine.latency.iter_mut().zip(theirs.latency) {
+                    *sum = sum.saturating_add(n);
+                }
+            }
+        }
+        self.total += other.total;
+        self.total_errors += other.total_errors;
+    }
+
     /// The slot for `epoch` if it holds that epoch's calls.
     fn slot(&self, epoch: u64) -> Option<&Slot> {
         let slot = &self.slots[usize::try_from(epoch % SLOTS as u64).unwrap_or(0)];
@@ -216,6 +233,26 @@ mod tests {
         );
         assert_eq!(sum.error_rate, 0.0);
         assert_eq!((sum.total, sum.total_errors), (2, 1));
+    }
+
+    #[test]
+    fn added_series_sum_their_current_slots_and_keep_the_newer_of_two_epochs() {
+        let (mut a, mut b) = (Series::default(), Series::default());
+        a.record(100, Duration::from_millis(1), false);
+        b.record(100, Duration::from_millis(300), true);
+        b.record(101, Duration::from_millis(1), false);
+        // Same ring position, older epoch: replaced by b's newer slot at that position.
+        a.record(101 - SLOTS as u64, Duration::from_millis(1), false);
+        a.add(&b);
+        let sum = a.summary(101);
+        assert_eq!((sum.total, sum.total_errors), (4, 1));
+        assert_eq!(&sum.calls_trend[SLOTS - 2..], &[2, 1]);
+        assert_eq!(
+            sum.calls_trend.iter().sum::<u32>(),
+            3,
+            "the stale slot is gone"
+        );
+        assert!(sum.p99_ms.expect("p99") >= 300.0);
     }
 
     #[test]

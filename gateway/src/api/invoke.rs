@@ -84,8 +84,8 @@ pub(super) async fn invoke(State(app): App, request: Request) -> Response {
                 status,
                 took,
                 call_id: call_id.to_str().unwrap_or(""),
-                connector: source.connector.as_deref(),
-                topic: source.topic.as_deref(),
+                connector: ConnectorHeaders::text(&source.connector),
+                topic: ConnectorHeaders::text(&source.topic),
                 attempt: source.attempt,
             });
             (response, took)
@@ -142,29 +142,28 @@ fn continue_trace(headers: &mut http::HeaderMap) -> Option<ActiveSpan> {
     Some(span)
 }
 
-/// What a connector says of a call: `X-Connector`, `X-Topic`, `X-Delivery-Attempt`.
+/// What a connector says of a call: `X-Connector`, `X-Topic`, `X-Delivery-Attempt` (values
+/// shared with the request's, not copied).
 struct ConnectorHeaders {
-    connector: Option<String>,
-    topic: Option<String>,
+    connector: Option<HeaderValue>,
+    topic: Option<HeaderValue>,
     attempt: Option<u32>,
 }
 
 impl ConnectorHeaders {
     fn of(headers: &http::HeaderMap) -> Self {
-        let text = |name: HeaderName| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
         Self {
-            connector: text(X_CONNECTOR),
-            topic: text(X_TOPIC),
+            connector: headers.get(X_CONNECTOR).cloned(),
+            topic: headers.get(X_TOPIC).cloned(),
             attempt: headers
                 .get(X_DELIVERY_ATTEMPT)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok()),
         }
+    }
+
+    fn text(value: &Option<HeaderValue>) -> Option<&str> {
+        value.as_ref().and_then(|v| v.to_str().ok())
     }
 }
 

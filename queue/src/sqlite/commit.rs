@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::params;
 use tributary_core::queue::{QueueError, now_ms};
 
-use super::db::Db;
+use super::db::{Db, transaction};
 use super::depths::Depths;
 
 /// A write waiting for the next group commit.
@@ -146,31 +146,16 @@ fn commit_group(
     depths: &Depths,
 ) -> rusqlite::Result<()> {
     let durable = data.iter().any(|w| matches!(w, Write::Insert { .. }));
-    // Statements prepared once and cached: parsing the pragmas was a tenth of a group's cost,
-    // and a transaction guard would parse BEGIN and COMMIT anew each time.
+    // Statements prepared once and cached: parsing the pragmas was a tenth of a group's cost.
     if durable {
         conn.prepare_cached("PRAGMA synchronous = FULL")?
             .execute([])?;
     }
-    let committed = conn
-        .prepare_cached("BEGIN")
-        .and_then(|mut begin| begin.execute([]))
-        .and_then(|_| write_all(conn, data, now_ms()))
-        .and_then(|moved| {
-            conn.prepare_cached("COMMIT")?.execute([])?;
-            Ok(moved)
-        });
-    match &committed {
-        Ok(moved) => {
-            for (write, by) in data.iter().zip(moved) {
-                depths.add(write.label(), *by);
-            }
+    let committed = transaction(conn, |conn| write_all(conn, data, now_ms()));
+    if let Ok(moved) = &committed {
+        for (write, by) in data.iter().zip(moved) {
+            depths.add(write.label(), *by);
         }
-        Err(_) if !conn.is_autocommit() => {
-            // The connection is free for the next group.
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-        Err(_) => {}
     }
     if durable {
         conn.prepare_cached("PRAGMA synchronous = NORMAL")?

@@ -72,6 +72,27 @@ impl Db {
     }
 }
 
+/// Runs `f` in one transaction, its BEGIN and COMMIT prepared once and cached (a transaction
+/// guard parses them anew each time); on an error it is rolled back, so the connection is free
+/// for the next caller and nothing of `f`'s writes is kept.
+pub(super) fn transaction<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    let done = conn
+        .prepare_cached("BEGIN")
+        .and_then(|mut begin| begin.execute([]))
+        .and_then(|_| f(conn))
+        .and_then(|value| {
+            conn.prepare_cached("COMMIT")?.execute([])?;
+            Ok(value)
+        });
+    if done.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    done
+}
+
 /// Takes `PATH.lock` for this process, or says which process holds it.
 pub(super) fn lock(path: &Path) -> Result<std::fs::File, QueueError> {
     use std::io::{Read, Seek, Write};

@@ -248,7 +248,7 @@ async fn leasing_with_other_batch_sizes_reuses_the_prepared_statement() {
     let reprepared =
         q.db.run("read the statement's status", |conn| {
             Ok(conn
-                .prepare_cached(LEASE_SQL)?
+                .prepare_cached(DUE_SQL)?
                 .get_status(rusqlite::StatementStatus::RePrepare))
         })
         .await
@@ -287,4 +287,36 @@ async fn leases_of_a_killed_process_are_released_on_open() {
         .expect("lease")
         .remove(0);
     assert_eq!((again.request.call_id.as_str(), again.attempt), ("x", 2));
+}
+
+#[tokio::test]
+async fn a_lease_failing_part_way_takes_nothing() {
+    let (_dir, q) = queue_holding(3).await;
+    let cancel = CancellationToken::new();
+    q.db.run("add a failing trigger", |conn| {
+        conn.execute_batch(
+            "CREATE TRIGGER refuse AFTER UPDATE OF lease_token ON requests WHEN NEW.id = 2
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+        )
+    })
+    .await
+    .expect("trigger");
+    let err = q.lease(3, &cancel).await.err().expect("the lease fails");
+    assert!(
+        tributary_core::Chain(&err)
+            .to_string()
+            .contains("refused by the test")
+    );
+    q.db.run("drop the trigger", |conn| {
+        conn.execute_batch("DROP TRIGGER refuse")
+    })
+    .await
+    .expect("drop");
+    let leased = q.lease(3, &cancel).await.expect("lease");
+    let attempts: Vec<u32> = leased.iter().map(|l| l.attempt).collect();
+    assert_eq!(
+        attempts,
+        [1, 1, 1],
+        "the failed lease was rolled back whole"
+    );
 }

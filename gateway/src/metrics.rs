@@ -44,6 +44,15 @@ pub struct FunctionHandles {
 }
 
 impl FunctionHandles {
+    fn new(started: IntCounter, inflight: IntGauge, name: &str) -> Arc<Self> {
+        Arc::new(Self {
+            started,
+            inflight,
+            name: name.to_owned(),
+            by_code: RwLock::default(),
+        })
+    }
+
     /// The `function_name` label value.
     pub fn name(&self) -> &str {
         &self.name
@@ -194,12 +203,11 @@ impl Metrics {
             return h.clone();
         }
         let shared = self.handles(function_name);
-        let h = Arc::new(FunctionHandles {
-            started: shared.started.clone(),
-            inflight: shared.inflight.clone(),
-            name: shared.name.clone(),
-            by_code: RwLock::default(),
-        });
+        let h = FunctionHandles::new(
+            shared.started.clone(),
+            shared.inflight.clone(),
+            function_name,
+        );
         local.insert(function_name.to_owned(), h.clone());
         h
     }
@@ -213,12 +221,11 @@ impl Metrics {
         {
             return h.clone();
         }
-        let h = Arc::new(FunctionHandles {
-            started: self.invocation_started.with_label_values(&[function_name]),
-            inflight: self.inflight.with_label_values(&[function_name]),
-            name: function_name.to_owned(),
-            by_code: RwLock::default(),
-        });
+        let h = FunctionHandles::new(
+            self.invocation_started.with_label_values(&[function_name]),
+            self.inflight.with_label_values(&[function_name]),
+            function_name,
+        );
         self.handles
             .write()
             .unwrap_or_else(|e| e.into_inner())

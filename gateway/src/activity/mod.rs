@@ -40,7 +40,7 @@ pub struct Call<'a> {
 }
 
 /// A call in the recent list.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RecentCall {
     /// Unix milliseconds when it finished.
@@ -90,7 +90,7 @@ struct FlowState {
 #[derive(Default)]
 struct Shard {
     functions: HashMap<String, Series>,
-    /// Keyed by `connector\ntopic\nfunction` (none of the three can hold a line break).
+    /// Keyed by [`write_flow_key`].
     flows: HashMap<String, FlowState>,
     /// The flow key being looked up, kept to reuse its allocation.
     key: String,
@@ -134,6 +134,36 @@ fn refill(into: &mut Option<String>, from: Option<&str>) {
     }
 }
 
+/// `key`'s entry, made if `map` holds fewer than `bound` entries (none past the bound).
+fn bounded<'m, V: Default>(
+    map: &'m mut HashMap<String, V>,
+    key: &str,
+    bound: usize,
+) -> Option<&'m mut V> {
+    if !map.contains_key(key) && map.len() < bound {
+        map.insert(key.to_owned(), V::default());
+    }
+    map.get_mut(key)
+}
+
+/// Writes a flow's key, `connector\ntopic\nfunction`, into `key` (none of the three can hold a
+/// line break: header values are visible ASCII, function names are validated).
+fn write_flow_key(key: &mut String, connector: &str, topic: &str, function: &str) {
+    key.clear();
+    for (i, part) in [connector, topic, function].into_iter().enumerate() {
+        if i > 0 {
+            key.push('\n');
+        }
+        key.push_str(part);
+    }
+}
+
+/// A flow key's connector, topic and function.
+fn flow_parts(key: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = key.splitn(3, '\n');
+    Some((parts.next()?, parts.next()?, parts.next()?))
+}
+
 impl Activity {
     /// Records one finished call.
     pub fn record(&self, call: Call<'_>) {
@@ -142,56 +172,29 @@ impl Activity {
         let failed = !(200..400).contains(&call.status);
         let mut guard = lock(self.shards.get_or_default());
         let shard = &mut *guard;
-        let known = shard.functions.contains_key(call.function.as_str());
-        if known || shard.functions.len() < MAX_FUNCTIONS {
-            let series = match shard.functions.get_mut(call.function.as_str()) {
-                Some(series) => series,
-                None => shard.functions.entry(call.function.clone()).or_default(),
-            };
+        if let Some(series) = bounded(&mut shard.functions, &call.function, MAX_FUNCTIONS) {
             series.record(epoch, call.took, failed);
         }
         // One clock read for both (a call's bookkeeping reads the clock often enough).
         let at_ms = tributary_core::queue::unix_ms(now);
         if let (Some(connector), Some(topic)) = (call.connector, call.topic) {
-            let key = &mut shard.key;
-            key.clear();
-            for (i, part) in [connector, topic, call.function.as_str()]
-                .iter()
-                .enumerate()
-            {
-                if i > 0 {
-                    key.push('\n');
-                }
-                key.push_str(part);
-            }
-            if !shard.flows.contains_key(key.as_str()) && shard.flows.len() < MAX_FLOWS {
-                shard.flows.insert(key.clone(), FlowState::default());
-            }
-            if let Some(flow) = shard.flows.get_mut(key.as_str()) {
+            write_flow_key(&mut shard.key, connector, topic, &call.function);
+            if let Some(flow) = bounded(&mut shard.flows, &shard.key, MAX_FLOWS) {
                 flow.series.record(epoch, call.took, failed);
                 flow.retries += u64::from(call.attempt.is_some_and(|a| a > 1));
                 flow.last_at_ms = at_ms;
             }
         }
-        let duration_ms = (call.took.as_secs_f64() * 1e6).round() / 1e3;
-        // The oldest entry's strings are reused for the newest.
+        // The oldest entry's call id, connector and topic strings are reused for the newest.
         let mut entry = match shard.recent.len() {
             RECENT.. => shard.recent.pop_back(),
             _ => None,
         }
-        .unwrap_or_else(|| RecentCall {
-            at_ms,
-            function: String::new(),
-            status: call.status,
-            duration_ms,
-            call_id: String::new(),
-            connector: None,
-            topic: None,
-        });
+        .unwrap_or_default();
         entry.at_ms = at_ms;
         entry.function = call.function;
         entry.status = call.status;
-        entry.duration_ms = duration_ms;
+        entry.duration_ms = (call.took.as_secs_f64() * 1e6).round() / 1e3;
         entry.call_id.clear();
         entry.call_id.push_str(call.call_id);
         refill(&mut entry.connector, call.connector);
@@ -206,7 +209,7 @@ impl Activity {
             shard.functions.remove(function);
             shard
                 .flows
-                .retain(|key, _| key.rsplit('\n').next() != Some(function));
+                .retain(|key, _| flow_parts(key).map(|(_, _, f)| f) != Some(function));
         }
     }
 
@@ -232,8 +235,7 @@ impl Activity {
         let mut flows: Vec<Flow> = flows
             .into_iter()
             .filter_map(|(key, state)| {
-                let mut parts = key.splitn(3, '\n');
-                let (connector, topic, function) = (parts.next()?, parts.next()?, parts.next()?);
+                let (connector, topic, function) = flow_parts(&key)?;
                 Some(Flow {
                     connector: connector.to_owned(),
                     topic: topic.to_owned(),

@@ -4,6 +4,7 @@ use rusqlite::{OptionalExtension, params};
 use tributary_core::queue::{DeadLetterRecord, QueueError, QueueStats, now_ms};
 
 use super::SqliteQueue;
+use super::db::transaction;
 use super::depths::LABEL_SQL;
 
 impl SqliteQueue {
@@ -43,20 +44,21 @@ impl SqliteQueue {
         let moved = self
             .db
             .run("cannot redrive the dead letter", move |conn| {
-                let tx = conn.transaction()?;
-                let label: Option<String> = tx
-                    .query_row(
-                        &format!(
-                            "INSERT INTO requests (meta, body, available_at)
-                             SELECT meta, body, ?1 FROM dead_letters WHERE id = ?2
-                             RETURNING {LABEL_SQL}"
-                        ),
-                        params![now_ms(), id],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                tx.execute("DELETE FROM dead_letters WHERE id = ?1", [id])?;
-                tx.commit()?;
+                let label: Option<String> = transaction(conn, |conn| {
+                    let label = conn
+                        .query_row(
+                            &format!(
+                                "INSERT INTO requests (meta, body, available_at)
+                                 SELECT meta, body, ?1 FROM dead_letters WHERE id = ?2
+                                 RETURNING {LABEL_SQL}"
+                            ),
+                            params![now_ms(), id],
+                            |r| r.get(0),
+                        )
+                        .optional()?;
+                    conn.execute("DELETE FROM dead_letters WHERE id = ?1", [id])?;
+                    Ok(label)
+                })?;
                 if let Some(label) = &label {
                     depths.add(label, 1);
                 }

@@ -10,7 +10,7 @@ use tributary_core::queue::{DeadLetterRecord, QueueError, now_ms};
 
 use super::LEASE;
 use super::commit::GroupCommit;
-use super::db::Db;
+use super::db::{Db, transaction};
 use super::depths::Depths;
 use crate::backend::Lease;
 
@@ -60,17 +60,18 @@ impl Lease for SqliteLease {
             .map_err(|e| self.db.err("cannot encode the dead letter", e))?;
         self.db
             .run("cannot store the dead letter", move |conn| {
-                let tx = conn.transaction()?;
-                let moved = tx.execute(
-                    "INSERT INTO dead_letters (record, meta, body)
-                     SELECT ?1, meta, body FROM requests WHERE id = ?2 AND lease_token = ?3",
-                    params![record, id, token],
-                )?;
-                tx.execute(
-                    "DELETE FROM requests WHERE id = ?1 AND lease_token = ?2",
-                    params![id, token],
-                )?;
-                tx.commit()?;
+                let moved = transaction(conn, |conn| {
+                    let moved = conn.execute(
+                        "INSERT INTO dead_letters (record, meta, body)
+                         SELECT ?1, meta, body FROM requests WHERE id = ?2 AND lease_token = ?3",
+                        params![record, id, token],
+                    )?;
+                    conn.execute(
+                        "DELETE FROM requests WHERE id = ?1 AND lease_token = ?2",
+                        params![id, token],
+                    )?;
+                    Ok(moved)
+                })?;
                 depths.add(&label, -(moved as i64));
                 Ok(moved)
             })

@@ -69,11 +69,7 @@ async fn concurrent_accepts_are_each_stored_and_survive_a_reopen() {
 async fn a_failed_group_commit_is_an_error_for_each_caller() {
     let dir = tempfile::tempdir().expect("tempdir");
     let q = SqliteQueue::open(&dir.path().join("q.db")).expect("opens");
-    q.db.run("break the table", |conn| {
-        conn.execute_batch("DROP TABLE requests")
-    })
-    .await
-    .expect("dropped");
+    run_sql(&q, "DROP TABLE requests").await;
     let (a, b) = tokio::join!(q.enqueue(request("a")), q.enqueue(request("b")));
     for e in [a.expect_err("not stored"), b.expect_err("not stored")] {
         let text = tributary_core::Chain(&e).to_string();
@@ -157,6 +153,15 @@ async fn lease_ack_retry_and_dead_letter() {
             ..QueueStats::default()
         }
     );
+}
+
+/// Runs `statements` on the queue's own connection (to break or rig it).
+async fn run_sql(q: &SqliteQueue, statements: &'static str) {
+    q.db.run("run the test's statements", move |conn| {
+        conn.execute_batch(statements)
+    })
+    .await
+    .expect(statements);
 }
 
 /// A new queue (and its folder) holding `n` requests, `c0` first.
@@ -293,25 +298,19 @@ async fn leases_of_a_killed_process_are_released_on_open() {
 async fn a_lease_failing_part_way_takes_nothing() {
     let (_dir, q) = queue_holding(3).await;
     let cancel = CancellationToken::new();
-    q.db.run("add a failing trigger", |conn| {
-        conn.execute_batch(
-            "CREATE TRIGGER refuse AFTER UPDATE OF lease_token ON requests WHEN NEW.id = 2
-             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
-        )
-    })
-    .await
-    .expect("trigger");
+    run_sql(
+        &q,
+        "CREATE TRIGGER refuse AFTER UPDATE OF lease_token ON requests WHEN NEW.id = 2
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+    )
+    .await;
     let err = q.lease(3, &cancel).await.err().expect("the lease fails");
     assert!(
         tributary_core::Chain(&err)
             .to_string()
             .contains("refused by the test")
     );
-    q.db.run("drop the trigger", |conn| {
-        conn.execute_batch("DROP TRIGGER refuse")
-    })
-    .await
-    .expect("drop");
+    run_sql(&q, "DROP TRIGGER refuse").await;
     let leased = q.lease(3, &cancel).await.expect("lease");
     let attempts: Vec<u32> = leased.iter().map(|l| l.attempt).collect();
     assert_eq!(
@@ -319,4 +318,44 @@ async fn a_lease_failing_part_way_takes_nothing() {
         [1, 1, 1],
         "the failed lease was rolled back whole"
     );
+}
+
+#[tokio::test]
+async fn a_dead_letter_failing_part_way_keeps_the_request_and_its_depth() {
+    let (_dir, q) = queue_holding(1).await;
+    let cancel = CancellationToken::new();
+    let leased = q.lease(1, &cancel).await.expect("lease").remove(0);
+    run_sql(
+        &q,
+        "CREATE TRIGGER refuse BEFORE DELETE ON requests
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+    )
+    .await;
+    let err = leased
+        .lease
+        .dead_letter(gave_up("c0", 1))
+        .await
+        .expect_err("the dead letter fails");
+    assert!(
+        tributary_core::Chain(&err)
+            .to_string()
+            .contains("refused by the test")
+    );
+    assert!(
+        q.dead_letters(10).await.expect("list").is_empty(),
+        "its insert was rolled back"
+    );
+    assert_eq!(
+        q.depth().await.expect("depth"),
+        1,
+        "still waiting, still counted"
+    );
+    run_sql(&q, "DROP TRIGGER refuse").await;
+    leased
+        .lease
+        .dead_letter(gave_up("c0", 1))
+        .await
+        .expect("dead letter");
+    assert_eq!(q.dead_letters(10).await.expect("list").len(), 1);
+    assert_eq!(q.depth().await.expect("depth"), 0);
 }

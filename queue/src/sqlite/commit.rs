@@ -1,16 +1,24 @@
-//! Group commit: requests accepted at the same time share one transaction and one fsync
-//! (`synchronous=FULL`); each caller hears back only once its own row is durable. The worker's
-//! acknowledgements (row deletions) join the same groups: many acks, one transaction (without an
-//! fsync of their own when no accept is in the group: after a power loss the worst case is a
-//! redelivery, which at-least-once allows).
+//! Group commit in two stages, each on a thread of its own: the committer writes every waiting
+//! row in one transaction (without an fsync), then the syncer makes the write-ahead log durable
+//! with one `fdatasync` for every group committed meanwhile. While one group's log is being
+//! synced the next group is already being written, and an accept hears back only once its own row
+//! is on disk. The worker's acknowledgements (row deletions) join the same groups and hear back
+//! at once after the commit: after a power loss the worst case is a redelivery, which
+//! at-least-once allows.
 
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use rusqlite::params;
 use tributary_core::queue::{QueueError, now_ms};
 
 use super::db::{Db, transaction};
 use super::depths::Depths;
+
+/// The most rows written in one transaction.
+const MAX_GROUP: usize = 1024;
 
 /// A write waiting for the next group commit.
 enum Write {
@@ -24,40 +32,62 @@ enum Write {
     Ack { id: i64, token: i64, label: String },
 }
 
+/// Who waits for a write: told `Ok` once it is committed (and durable, for an insert).
+type Done = tokio::sync::oneshot::Sender<Result<(), String>>;
+
 /// A write and who waits for it.
 struct Row {
     write: Write,
-    done: tokio::sync::oneshot::Sender<Result<(), String>>,
+    done: Done,
 }
 
-/// Requests waiting to be written, and whether a flush is writing.
-#[derive(Default)]
-struct Batch {
-    rows: Vec<Row>,
-    flushing: bool,
-}
-
-/// Writes accepted requests in groups.
+/// Writes rows in groups; shared by the queue and its leases.
 #[derive(Clone)]
 pub(super) struct GroupCommit {
+    inner: Arc<Inner>,
+}
+
+/// The committer's inbox and the two threads, stopped and joined when the last handle goes.
+struct Inner {
     db: Arc<Db>,
-    /// Moved by each committed insert and acknowledgement.
-    depths: Depths,
-    batch: Arc<Mutex<Batch>>,
+    rows: Mutex<Option<Sender<Row>>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl GroupCommit {
-    pub(super) fn new(db: Arc<Db>, depths: Depths) -> Self {
-        Self {
-            db,
-            depths,
-            batch: Arc::default(),
-        }
+    /// Starts the committer and the syncer of the queue in `db`; `depths` move with each
+    /// committed insert and acknowledgement.
+    pub(super) fn start(db: Arc<Db>, depths: Depths) -> Result<Self, QueueError> {
+        let (rows, inbox) = channel::<Row>();
+        let (committed, to_sync) = channel::<Vec<Done>>();
+        let (committer_db, wal) = (db.clone(), wal_path(&db.path));
+        let main = db.path.clone();
+        let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.to_owned())
+                .spawn(run)
+                .map_err(|e| db.err("cannot start its writer thread", e))
+        };
+        let threads = vec![
+            spawn(
+                "queue-commit",
+                Box::new(move || commit_loop(&committer_db, &depths, &inbox, &committed)),
+            )?,
+            spawn(
+                "queue-sync",
+                Box::new(move || sync_loop(&wal, &main, &to_sync)),
+            )?,
+        ];
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                rows: Mutex::new(Some(rows)),
+                threads,
+            }),
+        })
     }
 
-    /// Stores one request; returns once its row is committed. The first caller to find no
-    /// flush running starts one, which takes every row waiting, including those that arrive
-    /// while it writes.
+    /// Stores one request; returns once its row is committed and on disk.
     pub(super) async fn write(
         &self,
         meta: String,
@@ -80,50 +110,32 @@ impl GroupCommit {
 
     /// Queues `write` for the next group and waits until it is committed.
     async fn join(&self, write: Write, what: &'static str) -> Result<(), QueueError> {
+        let db = &self.inner.db;
+        let stopped = || db.err(what, "the queue's writer thread stopped");
         let (done, written) = tokio::sync::oneshot::channel();
-        let lead = {
-            let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
-            batch.rows.push(Row { write, done });
-            !std::mem::replace(&mut batch.flushing, true)
+        let sent = {
+            let rows = self.inner.rows.lock().unwrap_or_else(|e| e.into_inner());
+            rows.as_ref()
+                .is_some_and(|rows| rows.send(Row { write, done }).is_ok())
         };
-        if lead {
-            tokio::spawn(self.clone().flush());
+        if !sent {
+            return Err(stopped());
         }
         match written.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(self.db.err(what, e)),
-            Err(_) => Err(self
-                .db
-                .err(what, "the writer stopped before it was committed")),
+            Ok(Err(e)) => Err(db.err(what, e)),
+            Err(_) => Err(stopped()),
         }
     }
+}
 
-    /// Group commit: writes everything waiting, in one transaction (with an fsync when it
-    /// stores requests), until nothing waits; each caller hears only once its own write is
-    /// committed. Runs as a task of its own, so a caller that goes away cannot strand the others.
-    async fn flush(self) {
-        loop {
-            let rows = {
-                let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
-                if batch.rows.is_empty() {
-                    batch.flushing = false;
-                    return;
-                }
-                std::mem::take(&mut batch.rows)
-            };
-            let (data, waiting): (Vec<Write>, Vec<_>) =
-                rows.into_iter().map(|r| (r.write, r.done)).unzip();
-            let depths = self.depths.clone();
-            let written = self
-                .db
-                .run("cannot store the requests", move |conn| {
-                    commit_group(conn, &data, &depths)
-                })
-                .await
-                .map_err(|e| tributary_core::Chain(&e).to_string());
-            for done in waiting {
-                let _ = done.send(written.clone());
-            }
+impl Drop for Inner {
+    /// Closes the committer's inbox and waits for both threads to finish what they hold, so
+    /// the database (and its lock) is released when the queue is.
+    fn drop(&mut self) {
+        drop(self.rows.lock().unwrap_or_else(|e| e.into_inner()).take());
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
         }
     }
 }
@@ -137,31 +149,88 @@ impl Write {
     }
 }
 
-/// Writes one group in one transaction, with an fsync when it stores requests; the depths move
-/// once it is committed, in commit order (under the connection's lock). Nothing of a failed
-/// group is kept.
+/// The committer: takes every row waiting (up to [`MAX_GROUP`]), writes them in one
+/// transaction, answers the acknowledgements and hands the inserts' callers to the syncer.
+/// Returns when every sender is gone.
+fn commit_loop(db: &Db, depths: &Depths, inbox: &Receiver<Row>, synced: &Sender<Vec<Done>>) {
+    while let Ok(first) = inbox.recv() {
+        let group = std::iter::once(first).chain(inbox.try_iter().take(MAX_GROUP - 1));
+        let (data, waiting): (Vec<Write>, Vec<Done>) =
+            group.map(|row| (row.write, row.done)).unzip();
+        let committed = {
+            let conn = db.conn.lock().unwrap_or_else(|e| e.into_inner());
+            commit_group(&conn, &data, depths)
+        };
+        if let Err(e) = committed {
+            let e = tributary_core::Chain(&e).to_string();
+            for done in waiting {
+                let _ = done.send(Err(e.clone()));
+            }
+            continue;
+        }
+        let mut inserts = Vec::new();
+        for (write, done) in data.iter().zip(waiting) {
+            match write {
+                Write::Insert { .. } => inserts.push(done),
+                Write::Ack { .. } => {
+                    let _ = done.send(Ok(()));
+                }
+            }
+        }
+        // A syncer gone (it cannot be, short of a panic) drops the callers: they hear an error.
+        if !inserts.is_empty() {
+            let _ = synced.send(inserts);
+        }
+    }
+}
+
+/// The syncer: one `fdatasync` of the write-ahead log for every group committed since the last
+/// one, then their callers hear back. Returns when the committer is gone.
+fn sync_loop(wal: &Path, main: &Path, committed: &Receiver<Vec<Done>>) {
+    while let Ok(mut waiting) = committed.recv() {
+        for more in committed.try_iter() {
+            waiting.extend(more);
+        }
+        let synced = sync(wal, main).map_err(|e| format!("cannot sync {}: {e}", wal.display()));
+        for done in waiting {
+            let _ = done.send(synced.clone());
+        }
+    }
+}
+
+/// The write-ahead log beside the database at `path` (SQLite's own name for it).
+fn wal_path(path: &Path) -> PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    PathBuf::from(wal)
+}
+
+/// Makes everything committed so far durable: `fdatasync` of the write-ahead log (opened anew,
+/// so it is always the current file). Without a log (SQLite removes it only once every row is
+/// checkpointed into the database), the database file itself.
+pub(super) fn sync(wal: &Path, main: &Path) -> std::io::Result<()> {
+    match std::fs::File::open(wal) {
+        Ok(file) => file.sync_data(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::File::open(main)?.sync_data()
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes one group in one transaction (`synchronous=NORMAL`: no fsync, the syncer makes it
+/// durable); the depths move once it is committed, in commit order (under the connection's
+/// lock). Nothing of a failed group is kept.
 fn commit_group(
     conn: &rusqlite::Connection,
     data: &[Write],
     depths: &Depths,
 ) -> rusqlite::Result<()> {
-    let durable = data.iter().any(|w| matches!(w, Write::Insert { .. }));
-    // Statements prepared once and cached: parsing the pragmas was a tenth of a group's cost.
-    if durable {
-        conn.prepare_cached("PRAGMA synchronous = FULL")?
-            .execute([])?;
+    let moved = transaction(conn, |conn| write_all(conn, data, now_ms()))?;
+    for (write, by) in data.iter().zip(moved) {
+        depths.add(write.label(), by);
     }
-    let committed = transaction(conn, |conn| write_all(conn, data, now_ms()));
-    if let Ok(moved) = &committed {
-        for (write, by) in data.iter().zip(moved) {
-            depths.add(write.label(), *by);
-        }
-    }
-    if durable {
-        conn.prepare_cached("PRAGMA synchronous = NORMAL")?
-            .execute([])?;
-    }
-    committed.map(drop)
+    Ok(())
 }
 
 /// Writes one group's rows inside its transaction; how each moves its function's depth.

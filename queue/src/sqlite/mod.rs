@@ -1,8 +1,9 @@
-//! The embedded queue: one SQLite database in WAL mode. Accepting a request commits with
-//! `synchronous=FULL`, so it survives a crash of the process or the machine; accepts and acks
-//! made at the same time share one transaction (group commit); leases, acks and retries commit with
-//! `synchronous=NORMAL` (durable across a process crash; after a power loss
-//! the worst case is a redelivery, which at-least-once allows). One process owns the file; on
+//! The embedded queue: one SQLite database in WAL mode, committed with `synchronous=NORMAL`.
+//! An accepted request is answered only once the write-ahead log holding it is synced, so it
+//! survives a crash of the process or the machine; accepts and acks made at the same time share
+//! one transaction and one `fdatasync` (group commit). Leases, acks and retries are not synced
+//! themselves (durable across a process crash; after a power loss the worst case is a
+//! redelivery, which at-least-once allows). One process owns the file; on
 //! open, leases left by a previous (killed) process are released so their requests run again.
 
 use std::path::Path;
@@ -72,7 +73,7 @@ impl SqliteQueue {
         let conn = Connection::open(path).map_err(fail)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(fail)?;
-        conn.pragma_update(None, "synchronous", "FULL")
+        conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(fail)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(fail)?;
         conn.execute_batch(SCHEMA).map_err(fail)?;
@@ -91,7 +92,7 @@ impl SqliteQueue {
             _lock: lock,
         });
         Ok(Self {
-            commit: GroupCommit::new(db.clone(), depths.clone()),
+            commit: GroupCommit::start(db.clone(), depths.clone())?,
             db,
             notify: Arc::new(Notify::new()),
             depths,

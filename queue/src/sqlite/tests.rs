@@ -359,3 +359,30 @@ async fn a_dead_letter_failing_part_way_keeps_the_request_and_its_depth() {
     assert_eq!(q.dead_letters(10).await.expect("list").len(), 1);
     assert_eq!(q.depth().await.expect("depth"), 0);
 }
+
+#[test]
+fn a_sync_without_a_log_syncs_the_database_and_without_either_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, main) = (dir.path().join("q.db-wal"), dir.path().join("q.db"));
+    let missing = commit::sync(&wal, &main).expect_err("neither file exists");
+    assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
+    std::fs::write(&main, b"x").expect("writes");
+    commit::sync(&wal, &main).expect("syncs the database");
+    std::fs::write(&wal, b"x").expect("writes");
+    commit::sync(&wal, &main).expect("syncs the log");
+}
+
+#[tokio::test]
+async fn an_accepted_request_is_in_the_file_before_the_queue_is_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("q.db");
+    let q = SqliteQueue::open(&path).expect("opens");
+    q.enqueue(request("a")).await.expect("stored");
+    // Another connection, as after a crash: the queue is still open, nothing was checkpointed.
+    let other = Connection::open(&path).expect("opens the file");
+    let stored: i64 = other
+        .query_row("SELECT count(*) FROM requests", [], |r| r.get(0))
+        .expect("counts");
+    assert_eq!(stored, 1);
+    assert!(path.with_extension("db-wal").exists(), "the log holds it");
+}

@@ -108,6 +108,8 @@ pub(crate) struct QueueAck {
     pub(crate) lease: Arc<dyn Lease>,
     pub(crate) _keepalive: Registration,
     pub(crate) request: QueuedRequest,
+    /// The request's function (`name.namespace`), its metrics' label.
+    pub(crate) label: String,
     pub(crate) attempt: u32,
     pub(crate) last: Option<InvocationOutcome>,
     pub(crate) callbacks: Callbacks,
@@ -116,10 +118,6 @@ pub(crate) struct QueueAck {
 }
 
 impl QueueAck {
-    fn label(&self) -> String {
-        self.request.label()
-    }
-
     /// Posts the final answer to `X-Callback-Url`, if the caller gave one.
     async fn callback(&self) {
         if let Some(url) = &self.request.callback_url {
@@ -148,7 +146,7 @@ impl QueueAck {
             .as_ref()
             .map_or(0, |o| o.duration.as_millis() as u64);
         tracing::info!(
-            call_id = %self.request.call_id, function = %self.label(), status, attempts = self.attempt,
+            call_id = %self.request.call_id, function = %self.label, status, attempts = self.attempt,
             duration_ms, "asynchronous call done"
         );
         self.settled(self.lease.ack().await);
@@ -161,7 +159,7 @@ impl Acknowledge for QueueAck {
         let code = outcome.status.unwrap_or(0).to_string();
         self.metrics
             .invocations
-            .with_label_values(&[self.label().as_str(), &code])
+            .with_label_values(&[self.label.as_str(), &code])
             .inc();
         self.last = Some(outcome.clone());
     }
@@ -175,13 +173,13 @@ impl Acknowledge for QueueAck {
             Some(delay) => {
                 let last = self.last.as_ref();
                 tracing::info!(
-                    call_id = %self.request.call_id, function = %self.label(), attempt = self.attempt,
+                    call_id = %self.request.call_id, function = %self.label, attempt = self.attempt,
                     status = last.and_then(|o| o.status), error = last.and_then(|o| o.error.as_deref()),
                     retry_in = ?delay, "asynchronous call failed; retrying"
                 );
                 self.metrics
                     .retries
-                    .with_label_values(&[self.label().as_str()])
+                    .with_label_values(&[self.label.as_str()])
                     .inc();
                 delay
             }
@@ -199,7 +197,7 @@ impl Acknowledge for QueueAck {
             return self.done().await;
         }
         self.callback().await;
-        let label = self.label();
+        let label = &self.label;
         let failure = letter.failures.first();
         let reason = format!(
             "{} (gave up after {} attempts)",

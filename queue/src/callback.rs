@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::Uri;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use tributary_connector_sdk::InvocationOutcome;
 use tributary_core::Chain;
 use tributary_core::http::{HttpClientError, PlainHttp, http_client, is_hop_by_hop};
@@ -19,6 +21,11 @@ const NOT_FORWARDED: [&str; 6] = [
     "x-start-time",
     "x-function-status",
 ];
+
+const X_CALL_ID: HeaderName = HeaderName::from_static("x-call-id");
+const X_FUNCTION_NAME: HeaderName = HeaderName::from_static("x-function-name");
+const X_FUNCTION_STATUS: HeaderName = HeaderName::from_static("x-function-status");
+const X_DURATION_SECONDS: HeaderName = HeaderName::from_static("x-duration-seconds");
 
 /// Attempts to deliver one callback.
 const ATTEMPTS: u32 = 5;
@@ -75,35 +82,21 @@ impl Callbacks {
     /// POSTs the function's answer (or the lack of one: status 502) to the callback URL,
     /// retrying a refusal with backoff; gives up after a few attempts.
     pub(crate) async fn post(&self, to: &CallbackTarget<'_>, outcome: Option<&InvocationOutcome>) {
-        let status = outcome.and_then(|o| o.status).unwrap_or(502);
-        let took = outcome.map_or(Duration::ZERO, |o| o.duration);
+        let answer = answer(to, outcome);
         for attempt in 1..=ATTEMPTS {
-            let mut builder = http::Request::post(to.url);
-            let mut body = Bytes::new();
-            if let Some(o) = outcome {
-                for (name, value) in &o.headers {
-                    if !NOT_FORWARDED.contains(&name.as_str()) && !is_hop_by_hop(name.as_str()) {
-                        builder = builder.header(name, value);
-                    }
+            let sent = match &answer {
+                Ok((uri, headers, body)) => {
+                    let mut request = http::Request::new(body.clone());
+                    *request.method_mut() = http::Method::POST;
+                    *request.uri_mut() = uri.clone();
+                    *request.headers_mut() = headers.clone();
+                    self.send(request).await
                 }
-                body = o.body.clone();
-            }
-            let request = builder
-                .header("X-Call-Id", to.call_id)
-                .header("X-Function-Name", to.function)
-                .header("X-Function-Status", status)
-                .header("X-Duration-Seconds", format!("{:.6}", took.as_secs_f64()))
-                .body(body);
-            let sent = match request {
-                Ok(request) => self.send(request).await,
-                Err(e) => Err(format!("the callback URL or a header is invalid: {e}")),
+                Err(e) => Err(e.clone()),
             };
             match sent {
                 Ok(code) if code.is_success() => {
-                    self.metrics
-                        .callbacks
-                        .with_label_values(&["delivered"])
-                        .inc();
+                    self.metrics.callbacks_delivered.inc();
                     return;
                 }
                 Ok(code) => {
@@ -127,6 +120,36 @@ impl Callbacks {
             url = to.url,
             "callback not delivered; giving up"
         );
-        self.metrics.callbacks.with_label_values(&["failed"]).inc();
+        self.metrics.callbacks_failed.inc();
     }
+}
+
+/// The callback's URL, headers and body: the function's answer with its headers (but those the
+/// worker sets itself and hop-by-hop ones), and which call it is; or why it cannot be sent.
+fn answer(
+    to: &CallbackTarget<'_>,
+    outcome: Option<&InvocationOutcome>,
+) -> Result<(Uri, HeaderMap, Bytes), String> {
+    let invalid =
+        |e: &dyn std::fmt::Display| format!("the callback URL or a header is invalid: {e}");
+    let uri: Uri = to.url.parse().map_err(|e| invalid(&e))?;
+    let forwarded = outcome.map_or(0, |o| o.headers.len());
+    let mut headers = HeaderMap::with_capacity(forwarded + 4);
+    if let Some(o) = outcome {
+        for (name, value) in &o.headers {
+            if !NOT_FORWARDED.contains(&name.as_str()) && !is_hop_by_hop(name.as_str()) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+    }
+    let status = outcome.and_then(|o| o.status).unwrap_or(502);
+    let took = outcome.map_or(Duration::ZERO, |o| o.duration);
+    let value = |v: &str| HeaderValue::from_str(v).map_err(|e| invalid(&e));
+    headers.insert(X_CALL_ID, value(to.call_id)?);
+    headers.insert(X_FUNCTION_NAME, value(to.function)?);
+    headers.insert(X_FUNCTION_STATUS, HeaderValue::from(status));
+    let took = format!("{:.6}", took.as_secs_f64());
+    headers.insert(X_DURATION_SECONDS, value(&took)?);
+    let body = outcome.map_or_else(Bytes::new, |o| o.body.clone());
+    Ok((uri, headers, body))
 }

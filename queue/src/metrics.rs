@@ -1,6 +1,6 @@
 //! The queue worker's metrics (OpenFaaS queue-worker style names), beside the runtime's.
 
-use prometheus::{IntCounterVec, IntGauge, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
 use tributary_core::metrics::Registrar;
 
 /// `queue_worker_*` metrics.
@@ -10,13 +10,23 @@ pub(crate) struct WorkerMetrics {
     pub(crate) invocations: IntCounterVec,
     pub(crate) retries: IntCounterVec,
     pub(crate) dead_letters: IntCounterVec,
-    pub(crate) callbacks: IntCounterVec,
+    /// `queue_worker_callbacks_total{result="delivered"}`.
+    pub(crate) callbacks_delivered: IntCounter,
+    /// `queue_worker_callbacks_total{result="failed"}`.
+    pub(crate) callbacks_failed: IntCounter,
 }
 
 impl WorkerMetrics {
     pub(crate) fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let r = Registrar(registry);
+        let callbacks = r.counter_vec(
+            "queue_worker_callbacks_total",
+            "Callbacks by result",
+            &["result"],
+        )?;
         Ok(Self {
+            callbacks_delivered: callbacks.with_label_values(&["delivered"]),
+            callbacks_failed: callbacks.with_label_values(&["failed"]),
             inflight: r.int_gauge(
                 "queue_worker_inflight",
                 "Asynchronous requests being invoked",
@@ -35,11 +45,6 @@ impl WorkerMetrics {
                 "queue_worker_dead_letters_total",
                 "Asynchronous requests dead-lettered",
                 &["function_name"],
-            )?,
-            callbacks: r.counter_vec(
-                "queue_worker_callbacks_total",
-                "Callbacks by result",
-                &["result"],
             )?,
         })
     }

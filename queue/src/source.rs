@@ -56,8 +56,9 @@ impl Parts {
             lease,
         } = leased;
         let lease: Arc<dyn Lease> = Arc::from(lease);
+        let label = request.label();
         let call = DirectCall {
-            function: request.label(),
+            function: label.clone(),
             method: http::Method::from_bytes(request.method.as_bytes())
                 .unwrap_or(http::Method::POST),
             path: request.path.clone(),
@@ -70,6 +71,7 @@ impl Parts {
             _keepalive: self.keepalive.register(lease.clone()),
             lease,
             request,
+            label,
             attempt,
             last: None,
             callbacks: self.callbacks.clone(),

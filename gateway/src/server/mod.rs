@@ -2,12 +2,14 @@
 //! request headers, idle connections closed, a cap on open connections
 //! (logged when reached), TCP_NODELAY, and a shutdown that ends within a bounded grace even when
 //! clients keep connections half-sent. Connections are served by worker threads, each with its
-//! own single-threaded runtime (nginx's model: no hand-offs between threads on the hot path).
+//! own single-threaded runtime (nginx's model: no hand-offs between threads on the hot path);
+//! one acceptor hands each new connection to the worker with the fewest open.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod balance;
 mod idle;
 
 use axum::response::IntoResponse as _;
@@ -18,9 +20,12 @@ use hyper::service::Service as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use balance::Accepted;
 use tokio_util::sync::CancellationToken;
 
 /// Serves function calls without the router: see [`is_hot`].
@@ -40,7 +45,7 @@ pub struct ServerLimits {
     pub max_connections: usize,
     /// How long connections get to finish at shutdown before they are closed.
     pub shutdown_grace: Duration,
-    /// Threads that accept and serve connections, each with its own single-threaded runtime
+    /// Threads that serve connections, each with its own single-threaded runtime
     /// (nginx's worker model); at least one.
     pub workers: usize,
 }
@@ -59,19 +64,17 @@ pub async fn serve(
     // Requests other than function calls run on the calling runtime, where the providers'
     // long-lived tasks live; the workers only carry the hot path.
     let main = tokio::runtime::Handle::current();
-    let listener = listener.into_std()?;
     let stop = cancel.child_token();
-    let mut done = Vec::new();
+    let (mut done, mut workers) = (Vec::new(), Vec::new());
     for i in 0..limits.workers.max(1) {
-        // Each worker polls its own handle of the one listening socket: the kernel hands a new
-        // connection to whichever accepts first.
-        let listener = listener.try_clone()?;
+        let (hand, connections) = tokio::sync::mpsc::unbounded_channel();
+        workers.push(hand);
         let routes = Routes {
             app: app.clone(),
             hot: hot.clone(),
             main: main.clone(),
         };
-        let (stop, permits) = (stop.clone(), permits.clone());
+        let stop = stop.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name(format!("http-worker-{i}"))
@@ -80,16 +83,19 @@ pub async fn serve(
                     .enable_all()
                     .build()
                     .and_then(|rt| {
-                        rt.block_on(async {
-                            let listener = TcpListener::from_std(listener)?;
-                            accept_loop(listener, routes, limits, permits, stop).await
-                        })
+                        rt.block_on(serve_connections(connections, routes, limits, stop))
                     });
                 let _ = tx.send(result);
             })?;
         done.push(rx);
     }
-    drop(listener);
+    let acceptor = tokio::spawn(balance::accept(
+        listener,
+        workers,
+        limits.max_connections,
+        permits,
+        stop.clone(),
+    ));
     let mut result = Ok(());
     for rx in done {
         let failed = match rx.await {
@@ -100,6 +106,12 @@ pub async fn serve(
         tracing::error!(error = %failed, "an HTTP worker stopped: stopping the others");
         stop.cancel();
         result = Err(failed);
+    }
+    match acceptor.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) if result.is_ok() => result = Err(e),
+        Ok(Err(_)) => {}
+        Err(e) => result = Err(std::io::Error::other(e)),
     }
     result
 }
@@ -140,12 +152,12 @@ impl Routes {
     }
 }
 
-/// Accepts and serves connections on the current runtime.
-async fn accept_loop(
-    listener: TcpListener,
+/// Serves the connections the acceptor hands this worker, on the current runtime, until
+/// `cancel` fires; then lets them finish for at most the shutdown grace.
+async fn serve_connections(
+    mut connections: UnboundedReceiver<Accepted>,
     routes: Routes,
     limits: ServerLimits,
-    permits: Arc<Semaphore>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     // HTTP/1.1 only, as OpenFaaS's gateway: the header deadline then also covers a connection
@@ -155,39 +167,25 @@ async fn accept_loop(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.read_timeout);
     let graceful = GracefulShutdown::new();
-    let mut at_limit = false;
     loop {
-        if permits.available_permits() == 0 && !at_limit {
-            at_limit = true;
-            tracing::warn!(
-                max_connections = limits.max_connections,
-                "connection limit reached: new connections wait until open ones close (idle ones close after read_timeout)"
-            );
-        }
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
+        let Accepted {
+            stream,
+            permit,
+            open,
+        } = tokio::select! {
+            accepted = connections.recv() => match accepted {
+                Some(a) => a,
+                None => break,
             },
             _ = cancel.cancelled() => break,
         };
-        if at_limit && permits.available_permits() > 0 {
-            at_limit = false;
-            tracing::info!("below the connection limit again");
-        }
-        let (stream, _peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors, or the like: do not spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = cancel.cancelled() => break,
+        let stream = match TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot serve an accepted connection");
+                continue;
+            }
         };
-        let _ = stream.set_nodelay(true);
         let activity = idle::Activity::new();
         let service = hyper::service::service_fn({
             let (activity, routes) = (activity.clone(), routes.clone());
@@ -215,10 +213,10 @@ async fn accept_loop(
                 // Nothing in progress and no byte moved: close it.
                 _ = activity.idle(idle_limit) => {}
             }
-            drop(permit);
+            drop((permit, open));
         });
     }
-    drop(listener);
+    drop(connections);
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(limits.shutdown_grace) => {

@@ -80,20 +80,23 @@ impl Callbacks {
     }
 
     /// POSTs the function's answer (or the lack of one: status 502) to the callback URL,
-    /// retrying a refusal with backoff; gives up after a few attempts.
+    /// retrying a refusal with backoff; gives up after a few attempts. A callback that cannot
+    /// be built (an invalid URL or header value) fails at once: another attempt would not help.
     pub(crate) async fn post(&self, to: &CallbackTarget<'_>, outcome: Option<&InvocationOutcome>) {
-        let answer = answer(to, outcome);
+        let (uri, headers, body) = match answer(to, outcome) {
+            Ok(answer) => answer,
+            Err(error) => {
+                tracing::error!(call_id = to.call_id, url = to.url, %error, "callback not sent");
+                self.metrics.callbacks_failed.inc();
+                return;
+            }
+        };
         for attempt in 1..=ATTEMPTS {
-            let sent = match &answer {
-                Ok((uri, headers, body)) => {
-                    let mut request = http::Request::new(body.clone());
-                    *request.method_mut() = http::Method::POST;
-                    *request.uri_mut() = uri.clone();
-                    *request.headers_mut() = headers.clone();
-                    self.send(request).await
-                }
-                Err(e) => Err(e.clone()),
-            };
+            let mut request = http::Request::new(body.clone());
+            *request.method_mut() = http::Method::POST;
+            *request.uri_mut() = uri.clone();
+            *request.headers_mut() = headers.clone();
+            let sent = self.send(request).await;
             match sent {
                 Ok(code) if code.is_success() => {
                     self.metrics.callbacks_delivered.inc();
@@ -152,4 +155,32 @@ fn answer(
     headers.insert(X_DURATION_SECONDS, value(&took)?);
     let body = outcome.map_or_else(Bytes::new, |o| o.body.clone());
     Ok((uri, headers, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_callback_that_cannot_be_built_fails_at_once_and_is_counted() {
+        let registry = prometheus::Registry::new();
+        let metrics = WorkerMetrics::register(&registry).expect("registers");
+        let callbacks = Callbacks::new(Duration::from_secs(1), 1, metrics.clone()).expect("client");
+        for (url, call_id) in [("not a url", "c1"), ("http://127.0.0.1:9/cb", "bad\nid")] {
+            let to = CallbackTarget {
+                url,
+                call_id,
+                function: "f",
+            };
+            let started = std::time::Instant::now();
+            callbacks.post(&to, None).await;
+            // Retrying would sleep between attempts (up to 0.2, 0.4, 0.8 and 1.6 s).
+            assert!(
+                started.elapsed() < Duration::from_millis(50),
+                "{url}: retried"
+            );
+        }
+        assert_eq!(metrics.callbacks_failed.get(), 2);
+        assert_eq!(metrics.callbacks_delivered.get(), 0);
+    }
 }

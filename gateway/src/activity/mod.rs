@@ -257,8 +257,8 @@ impl Activity {
         Snapshot {
             slot_seconds: SLOT.as_secs(),
             functions: functions
-                .iter()
-                .map(|(name, s)| (name.clone(), s.summary(now)))
+                .into_iter()
+                .map(|(name, s)| (name, s.summary(now)))
                 .collect(),
             flows,
             recent,

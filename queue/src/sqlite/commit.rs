@@ -7,10 +7,11 @@
 //! at-least-once allows.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use bytes::Bytes;
 use rusqlite::params;
 use tributary_core::queue::{QueueError, now_ms};
 
@@ -25,7 +26,7 @@ enum Write {
     /// A new request for function `label`.
     Insert {
         meta: String,
-        body: Vec<u8>,
+        body: Bytes,
         label: String,
     },
     /// A delivered request, removed if its lease is still `token`.
@@ -50,7 +51,8 @@ pub(super) struct GroupCommit {
 /// The committer's inbox and the two threads, stopped and joined when the last handle goes.
 struct Inner {
     db: Arc<Db>,
-    rows: Mutex<Option<Sender<Row>>>,
+    /// The committer's inbox; taken (closed) when the queue is dropped.
+    rows: Option<Sender<Row>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -81,7 +83,7 @@ impl GroupCommit {
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
-                rows: Mutex::new(Some(rows)),
+                rows: Some(rows),
                 threads,
             }),
         })
@@ -91,7 +93,7 @@ impl GroupCommit {
     pub(super) async fn write(
         &self,
         meta: String,
-        body: Vec<u8>,
+        body: Bytes,
         label: String,
     ) -> Result<(), QueueError> {
         self.join(
@@ -113,12 +115,12 @@ impl GroupCommit {
         let db = &self.inner.db;
         let stopped = || db.err(what, "the queue's writer thread stopped");
         let (done, written) = tokio::sync::oneshot::channel();
-        let sent = {
-            let rows = self.inner.rows.lock().unwrap_or_else(|e| e.into_inner());
-            rows.as_ref()
-                .is_some_and(|rows| rows.send(Row { write, done }).is_ok())
-        };
-        if !sent {
+        let sent = self
+            .inner
+            .rows
+            .as_ref()
+            .map(|rows| rows.send(Row { write, done }));
+        if !matches!(sent, Some(Ok(()))) {
             return Err(stopped());
         }
         match written.await {
@@ -133,7 +135,7 @@ impl Drop for Inner {
     /// Closes the committer's inbox and waits for both threads to finish what they hold, so
     /// the database (and its lock) is released when the queue is.
     fn drop(&mut self) {
-        drop(self.rows.lock().unwrap_or_else(|e| e.into_inner()).take());
+        drop(self.rows.take());
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
@@ -243,7 +245,7 @@ fn write_all(conn: &rusqlite::Connection, data: &[Write], now: i64) -> rusqlite:
     for write in data {
         moved.push(match write {
             Write::Insert { meta, body, .. } => {
-                insert.execute(params![meta, body, now])?;
+                insert.execute(params![meta, &body[..], now])?;
                 1
             }
             // A lease taken over (another token) removes nothing.

@@ -1,8 +1,8 @@
 //! The embedded queue: one SQLite database in WAL mode, committed with `synchronous=NORMAL`.
 //! An accepted request is answered only once the write-ahead log holding it is synced, so it
 //! survives a crash of the process or the machine; accepts and acks made at the same time share
-//! one transaction and one `fdatasync` (group commit). Leases, acks and retries are not synced
-//! themselves (durable across a process crash; after a power loss the worst case is a
+//! one transaction, and the accepts of every group committed meanwhile one `fdatasync` (group
+//! commit). Leases, acks and retries are not synced themselves (durable across a process crash; after a power loss the worst case is a
 //! redelivery, which at-least-once allows). One process owns the file; on
 //! open, leases left by a previous (killed) process are released so their requests run again.
 
@@ -163,7 +163,7 @@ impl AsyncQueue for SqliteQueue {
         let meta = serde_json::to_string(&request)
             .map_err(|e| self.db.err("cannot encode the request", e))?;
         self.commit
-            .write(meta, request.body.to_vec(), request.label())
+            .write(meta, request.body.clone(), request.label())
             .await?;
         self.notify.notify_one();
         Ok(())

@@ -16,6 +16,14 @@ fn request(call_id: &str) -> QueuedRequest {
     }
 }
 
+/// A new queue in a new folder: the folder (removed when dropped), the file, the queue.
+fn new_queue() -> (tempfile::TempDir, std::path::PathBuf, SqliteQueue) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("q.db");
+    let q = SqliteQueue::open(&path).expect("opens");
+    (dir, path, q)
+}
+
 /// A lease of request `id` with a token no lease has (one taken over by someone else).
 fn stale_lease(q: &SqliteQueue, id: i64) -> SqliteLease {
     SqliteLease {
@@ -46,9 +54,7 @@ fn gave_up(call_id: &str, attempts: u32) -> DeadLetterRecord {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_accepts_are_each_stored_and_survive_a_reopen() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("q.db");
-    let q = SqliteQueue::open(&path).expect("opens");
+    let (_dir, path, q) = new_queue();
     let accepts: Vec<_> = (0..200)
         .map(|i| {
             let q = q.clone();
@@ -67,8 +73,7 @@ async fn concurrent_accepts_are_each_stored_and_survive_a_reopen() {
 
 #[tokio::test]
 async fn a_failed_group_commit_is_an_error_for_each_caller() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let q = SqliteQueue::open(&dir.path().join("q.db")).expect("opens");
+    let (_dir, _, q) = new_queue();
     run_sql(&q, "DROP TABLE requests").await;
     let (a, b) = tokio::join!(q.enqueue(request("a")), q.enqueue(request("b")));
     for e in [a.expect_err("not stored"), b.expect_err("not stored")] {
@@ -83,9 +88,7 @@ async fn a_failed_group_commit_is_an_error_for_each_caller() {
 
 #[tokio::test]
 async fn lease_ack_retry_and_dead_letter() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("q.db");
-    let q = SqliteQueue::open(&path).expect("opens");
+    let (_dir, _, q) = new_queue();
     q.enqueue(request("a")).await.expect("enqueue");
     q.enqueue(request("b")).await.expect("enqueue");
     assert_eq!(q.depth().await.expect("depth"), 2);
@@ -166,8 +169,7 @@ async fn run_sql(q: &SqliteQueue, statements: &'static str) {
 
 /// A new queue (and its folder) holding `n` requests, `c0` first.
 async fn queue_holding(n: usize) -> (tempfile::TempDir, SqliteQueue) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let q = SqliteQueue::open(&dir.path().join("q.db")).expect("opens");
+    let (dir, _, q) = new_queue();
     for i in 0..n {
         q.enqueue(request(&format!("c{i}"))).await.expect("enqueue");
     }
@@ -200,9 +202,7 @@ async fn concurrent_acks_all_commit_and_a_stale_lease_removes_nothing() {
 #[tokio::test]
 async fn the_depth_per_function_follows_accepts_acks_dead_letters_and_redrives() {
     use crate::backend::Lease;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("q.db");
-    let q = SqliteQueue::open(&path).expect("opens");
+    let (_dir, path, q) = new_queue();
     let depth = |q: &SqliteQueue| {
         let q = q.clone();
         async move { q.depth_by_function().await.expect("depth") }
@@ -374,9 +374,7 @@ fn a_sync_without_a_log_syncs_the_database_and_without_either_is_an_error() {
 
 #[tokio::test]
 async fn an_accepted_request_is_in_the_file_before_the_queue_is_closed() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("q.db");
-    let q = SqliteQueue::open(&path).expect("opens");
+    let (_dir, path, q) = new_queue();
     q.enqueue(request("a")).await.expect("stored");
     // Another connection, as after a crash: the queue is still open, nothing was checkpointed.
     let other = Connection::open(&path).expect("opens the file");

@@ -10,8 +10,10 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin tributary \
-    && strip -o /tributary target/release/tributary
+RUN cargo build --release --locked -p tributary-cli --bins \
+    && mkdir /out \
+    && for b in tributary tributary-cron-connector tributary-nats-connector \
+        tributary-kafka-connector tributary-sqs-connector; do strip -o "/out/$b" "target/release/$b"; done
 
 FROM debian:bookworm-slim
 RUN apt-get update \
@@ -20,7 +22,7 @@ RUN apt-get update \
     && groupadd --gid 10001 tributary \
     && useradd --uid 10001 --gid 10001 --home-dir /var/lib/tributary --shell /usr/sbin/nologin tributary \
     && install -d -o 10001 -g 10001 /var/lib/tributary
-COPY --from=build /tributary /usr/local/bin/tributary
+COPY --from=build /out/ /usr/local/bin/
 USER 10001:10001
 WORKDIR /var/lib/tributary
 ENV state_dir=/var/lib/tributary

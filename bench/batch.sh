@@ -12,11 +12,11 @@ MESSAGES="${MESSAGES:-20000}"
 bash scripts/setup
 
 log "building release binaries"
-cargo build --release -q --bin tributary --bin kafka_batches
+cargo build --release -q --bin tributary --bin tributary-kafka-connector --bin kafka_batches
 BIN="$CARGO_TARGET_DIR/release"
 use_workdir
 
 start_tansu bench 3
 
 start_gateway_with_echo
-"$BIN/kafka_batches" "127.0.0.1:$KAFKA_PORT" "http://127.0.0.1:$GW_PORT" echo "$BIN/tributary" "$MESSAGES"
+"$BIN/kafka_batches" "127.0.0.1:$KAFKA_PORT" "http://127.0.0.1:$GW_PORT" echo "$BIN/tributary-kafka-connector" "$MESSAGES"

@@ -15,7 +15,7 @@ ORDER="${ORDER:-none}"
 bash scripts/setup
 
 log "building release binaries"
-cargo build --release -q --bin tributary --bin kafka_throughput
+cargo build --release -q --bin tributary --bin tributary-kafka-connector --bin kafka_throughput
 BIN="$CARGO_TARGET_DIR/release"
 use_workdir
 
@@ -24,5 +24,5 @@ TANSU_PID="${PIDS[-1]}"
 
 start_gateway_with_echo
 # CONNECTOR_BIN: another build of the connector to compare (the gateway stays this build).
-"$BIN/kafka_throughput" "127.0.0.1:$KAFKA_PORT" "http://127.0.0.1:$GW_PORT" echo "${CONNECTOR_BIN:-$BIN/tributary}" \
+"$BIN/kafka_throughput" "127.0.0.1:$KAFKA_PORT" "http://127.0.0.1:$GW_PORT" echo "${CONNECTOR_BIN:-$BIN/tributary-kafka-connector}" \
     "$MESSAGES" "$CONCURRENCY" "$ORDER" "$TANSU_PID"

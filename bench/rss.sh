@@ -20,7 +20,7 @@ NATS_SERVER="$(command -v nats-server || echo /usr/sbin/nats-server)"
 OF_NATS="$(cd .. && pwd)/shared/openfaas/bin/of-nats-connector"
 
 log "building release binary"
-cargo build --release -q --bin tributary
+cargo build --release -q --bin tributary --bin tributary-nats-connector --bin tributary-cron-connector
 BIN="$CARGO_TARGET_DIR/release"
 use_workdir
 
@@ -88,7 +88,7 @@ measure() {
 }
 
 gateway_url="http://127.0.0.1:$GW_PORT" nats_url="nats://127.0.0.1:$NATS_PORT" topics=bench \
-    metrics_port=0 RUST_LOG=warn "${CONNECTOR_BIN:-$BIN/tributary}" connector nats 2>"$WORK/tri-nats.log" &
+    metrics_port=0 RUST_LOG=warn "${CONNECTOR_BIN:-$BIN/tributary-nats-connector}" 2>"$WORK/tri-nats.log" &
 TRI_PID=$!
 PIDS+=($TRI_PID)
 TRI="$(measure tributary "$TRI_PID")"
@@ -112,7 +112,7 @@ GW_LOADED="$(rss_kb "$GW_PID")"
 # The cron connector, idle with one function scheduled every minute.
 curl -fsS -o /dev/null "http://127.0.0.1:$GW_PORT/system/functions" \
     -d '{"service":"tick","image":"bench/echo","envProcess":"tributary echo","envVars":{"mode":"http"},"annotations":{"topic":"cron-function","schedule":"* * * * *"}}'
-gateway_url="http://127.0.0.1:$GW_PORT" RUST_LOG=warn "$BIN/tributary" connector cron \
+gateway_url="http://127.0.0.1:$GW_PORT" RUST_LOG=warn "$BIN/tributary-cron-connector" \
     2>"$WORK/tri-cron.log" &
 CRON_PID=$!
 PIDS+=($CRON_PID)

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 MESSAGES="${MESSAGES:-300}"
 bash scripts/setup
 log "building release binaries"
-cargo build --release -q --bin tributary --bin sqs_throughput
+cargo build --release -q --bin tributary --bin tributary-sqs-connector --bin sqs_throughput
 BIN="$CARGO_TARGET_DIR/release"
 use_workdir
 
@@ -22,4 +22,4 @@ PIDS+=($!)
 wait_http "http://127.0.0.1:$SQS_PORT/"
 
 start_gateway_with_echo
-"$BIN/sqs_throughput" "http://127.0.0.1:$SQS_PORT" "http://127.0.0.1:$GW_PORT" "$BIN/tributary" "$MESSAGES"
+"$BIN/sqs_throughput" "http://127.0.0.1:$SQS_PORT" "http://127.0.0.1:$GW_PORT" "$BIN/tributary-sqs-connector" "$MESSAGES"

@@ -8,16 +8,34 @@ use tributary_kafka::{KafkaConfig, KafkaSource};
 use tributary_nats::NatsConfig;
 use tributary_sqs::{SqsConfig, SqsSource};
 
+/// What each connector does, as `--help` says it.
+pub mod about {
+    /// The cron connector.
+    pub const CRON: &str = "Invoke functions on the schedules in their `schedule` annotations.";
+    /// The NATS connector.
+    pub const NATS: &str = "Invoke functions for messages on NATS subjects (core or JetStream).";
+    /// The Kafka connector.
+    pub const KAFKA: &str =
+        "Invoke functions for records on Kafka topics (consumer group, at-least-once).";
+    /// The SQS connector.
+    pub const SQS: &str =
+        "Invoke functions for messages on SQS queues (long polling, at-least-once).";
+}
+
 /// The connectors.
 #[derive(Debug, Subcommand)]
 pub enum ConnectorCommand {
-    /// Invoke functions on the schedules in their `schedule` annotations.
+    /// The cron connector.
+    #[command(about = about::CRON)]
     Cron(Box<With<CronConfig>>),
-    /// Invoke functions for messages on NATS subjects (core or JetStream).
+    /// The NATS connector.
+    #[command(about = about::NATS)]
     Nats(Box<With<NatsConfig>>),
-    /// Invoke functions for records on Kafka topics (consumer group, at-least-once).
+    /// The Kafka connector.
+    #[command(about = about::KAFKA)]
     Kafka(Box<With<KafkaConfig>>),
-    /// Invoke functions for messages on SQS queues (long polling, at-least-once).
+    /// The SQS connector.
+    #[command(about = about::SQS)]
     Sqs(Box<With<SqsConfig>>),
 }
 
@@ -85,37 +103,52 @@ pub struct With<T: Args> {
 /// Runs a connector until SIGINT/SIGTERM.
 pub async fn run(command: ConnectorCommand) -> anyhow::Result<()> {
     match command {
-        ConnectorCommand::Cron(args) => {
-            let config = args.common.validate()?;
-            let cron = CronConfig {
-                topic_delimiter: config.topic_delimiter.clone(),
-                ..args.own
-            };
-            tributary_connector_sdk::run(config, CronSource::new(cron), shutdown_signal()).await?;
-        }
-        ConnectorCommand::Nats(args) => {
-            let config = args.common.validate()?;
-            let nats = NatsConfig {
-                max_ack_pending: config.max_inflight,
-                ..args.own
-            };
-            let (source, replies) = tributary_nats::connect(nats).await?;
-            Connector::new(config)
-                .with_subscriber(replies)
-                .run(source, shutdown_signal())
-                .await?;
-        }
-        ConnectorCommand::Kafka(args) => {
-            let config = args.common.validate()?;
-            let source = KafkaSource::new(args.own)?;
-            tributary_connector_sdk::run(config, source, shutdown_signal()).await?;
-        }
-        ConnectorCommand::Sqs(args) => {
-            let config = args.common.validate()?;
-            let source = SqsSource::connect(args.own).await?;
-            tributary_connector_sdk::run(config, source, shutdown_signal()).await?;
-        }
+        ConnectorCommand::Cron(args) => cron(*args).await,
+        ConnectorCommand::Nats(args) => nats(*args).await,
+        ConnectorCommand::Kafka(args) => kafka(*args).await,
+        ConnectorCommand::Sqs(args) => sqs(*args).await,
     }
+}
+
+/// Runs the cron connector until SIGINT/SIGTERM.
+pub async fn cron(args: With<CronConfig>) -> anyhow::Result<()> {
+    let config = args.common.validate()?;
+    let cron = CronConfig {
+        topic_delimiter: config.topic_delimiter.clone(),
+        ..args.own
+    };
+    tributary_connector_sdk::run(config, CronSource::new(cron), shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Runs the NATS connector until SIGINT/SIGTERM.
+pub async fn nats(args: With<NatsConfig>) -> anyhow::Result<()> {
+    let config = args.common.validate()?;
+    let nats = NatsConfig {
+        max_ack_pending: config.max_inflight,
+        ..args.own
+    };
+    let (source, replies) = tributary_nats::connect(nats).await?;
+    Connector::new(config)
+        .with_subscriber(replies)
+        .run(source, shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+/// Runs the Kafka connector until SIGINT/SIGTERM.
+pub async fn kafka(args: With<KafkaConfig>) -> anyhow::Result<()> {
+    let config = args.common.validate()?;
+    let source = KafkaSource::new(args.own)?;
+    tributary_connector_sdk::run(config, source, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Runs the SQS connector until SIGINT/SIGTERM.
+pub async fn sqs(args: With<SqsConfig>) -> anyhow::Result<()> {
+    let config = args.common.validate()?;
+    let source = SqsSource::connect(args.own).await?;
+    tributary_connector_sdk::run(config, source, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -6,8 +6,9 @@
 //! - mimalloc purges freed memory only when a thread calls into it after its purge delay, and
 //!   glibc's malloc (used by librdkafka and SQLite) keeps freed memory in its arenas: the
 //!   scavenger forces both to return what is free (`mi_collect(true)`, `malloc_trim(0)`).
-//! - Code is spread over the 32 MB of `.text` that every subcommand shares, and the kernel maps
-//!   executable pages in large chunks, so start-up (argument parsing, configuration, connecting,
+//! - Code is spread over the 30 MB of `.text` that `tributary`'s subcommands share (7 MB in a
+//!   connector's own program), and the kernel maps executable pages in large chunks (64 KiB
+//!   around each fault), so start-up (argument parsing, configuration, connecting,
 //!   a Kafka group join) leaves many megabytes of code mapped that an idle process never runs;
 //!   the shared libraries' read-only data is touched once too (OpenSSL's tables, read when
 //!   librdkafka initialises it, are a megabyte). The scavenger unmaps the pages of the executable

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub use tributary_connector_sdk::test_util::{
-    GatewayOptions, GatewayProcess, echo_function, eventually, fork_function, free_port,
-    process_alive, read_records, record_bodies, record_header, recorder_function, recorder_script,
-    signal, spawn_logged, tributary_bin, wait_exit,
+    GatewayOptions, GatewayProcess, connector_bin, echo_function, eventually, fork_function,
+    free_port, process_alive, read_records, record_bodies, record_header, recorder_function,
+    recorder_script, signal, spawn_logged, tributary_bin, wait_exit,
 };
 
 pub mod charts;
@@ -141,14 +141,13 @@ pub struct ConnectorProcess {
 }
 
 impl ConnectorProcess {
-    /// Starts `tributary connector <kind>` against `gateway` (with its credentials) and extra
-    /// env settings.
+    /// Starts connector `kind`'s own program (`tributary-<kind>-connector`, what the charts
+    /// run) against `gateway` (with its credentials) and extra env settings.
     pub fn start(kind: &str, gateway: &GatewayProcess, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let metrics_port = free_port();
-        let mut cmd = Command::new(tributary_bin());
-        cmd.args(["connector", kind])
-            .env("gateway_url", &gateway.base)
+        let mut cmd = Command::new(connector_bin(kind));
+        cmd.env("gateway_url", &gateway.base)
             .env("metrics_port", metrics_port.to_string())
             .envs(gateway.auth_env())
             .envs(env.iter().copied());

@@ -253,7 +253,7 @@ async fn a_quiet_process_returns_memory_and_still_serves() {
     let port = tributary_tests::free_port();
     let mut cmd = Command::new(tributary_bin());
     cmd.args(["echo", "--port", &port.to_string()])
-        .env("RUST_LOG", "info,tributary::memory=debug");
+        .env("RUST_LOG", "info,tributary_cli::memory=debug");
     let (mut child, log) = tributary_tests::spawn_logged(&mut cmd, dir.path(), "echo");
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
     tributary_tests::eventually(
@@ -289,4 +289,68 @@ async fn a_quiet_process_returns_memory_and_still_serves() {
     assert_eq!(answer.text().await.unwrap(), "still here");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The option lines (`--flag <VALUE>  [env: name=]`) of a `--help` text, sorted.
+fn option_lines(help: &str) -> Vec<String> {
+    let mut lines: Vec<String> = help
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('-'))
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn each_connector_program_takes_the_settings_of_its_subcommand() {
+    for kind in ["cron", "nats", "kafka", "sqs"] {
+        let program = tributary_tests::connector_bin(kind);
+        let own = Command::new(&program).arg("--help").output().unwrap();
+        assert!(own.status.success(), "{kind}: {own:?}");
+        let own = String::from_utf8_lossy(&own.stdout).into_owned();
+        let (code, sub) = run(&["connector", kind, "--help"], &[]);
+        assert_eq!(code, 0, "{sub}");
+        assert!(
+            own.contains(&format!("Usage: tributary-{kind}-connector [OPTIONS]")),
+            "{own}"
+        );
+        let options = option_lines(&own);
+        assert!(options.len() > 10, "{kind}: {options:?}");
+        assert_eq!(options, option_lines(&sub), "{kind}");
+    }
+}
+
+#[test]
+fn a_connector_program_rejects_bad_settings_with_a_clear_error() {
+    let kafka = tributary_tests::connector_bin("kafka");
+    let state = tempfile::tempdir().unwrap();
+    let out = |env: &[(&str, &str)]| {
+        let out = Command::new(&kafka)
+            .env("state_dir", state.path())
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    };
+    // A bad value is named by its variable, before anything starts.
+    let (code, text) = out(&[("max_inflight", "lots")]);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("max_inflight") && text.contains("lots"),
+        "{text}"
+    );
+    // A setting that parses but cannot work: an error saying what to fix, status 1.
+    let (code, text) = out(&[("broker_hosts", "kafka-without-port")]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("error: ") && text.contains("has no port"),
+        "{text}"
+    );
 }

@@ -191,24 +191,45 @@ async fn the_gateway_runs_on_a_read_only_root_with_a_state_volume() {
 
 #[test]
 fn a_connector_stops_on_sigterm_as_pid_1() {
-    // No gateway answers: the connector keeps retrying until told to stop.
-    let port = free_port();
-    let c = Container::run(
-        "tributary-test-cron",
-        &[
-            "-e",
-            &format!("gateway_url=http://127.0.0.1:{port}"),
-            "-e",
-            "basic_auth=false",
-        ],
-        &["connector", "cron"],
-    );
-    std::thread::sleep(Duration::from_secs(2));
-    let (took, code) = c.stop();
-    assert!(
-        took < Duration::from_secs(5),
-        "stopped after {took:?}:\n{}",
-        c.logs()
-    );
-    assert_eq!(code, "0", "{}", c.logs());
+    // No gateway (nor broker) answers: each connector keeps retrying until told to stop. As
+    // `tributary connector cron`, and as the connectors' own programs the charts run.
+    let port = free_port().to_string();
+    let gateway = format!("gateway_url=http://127.0.0.1:{port}");
+    let broker = format!("broker_hosts=127.0.0.1:{port}");
+    let runs: [(&str, Vec<&str>, &[&str]); 3] = [
+        ("cron", vec![], &["connector", "cron"]),
+        (
+            "cron-program",
+            vec!["--entrypoint", "/usr/local/bin/tributary-cron-connector"],
+            &[],
+        ),
+        (
+            "kafka-program",
+            vec![
+                "--entrypoint",
+                "/usr/local/bin/tributary-kafka-connector",
+                "-e",
+                &broker,
+            ],
+            &[],
+        ),
+    ];
+    for (name, extra, command) in runs {
+        let mut extra = extra;
+        extra.extend(["-e", &gateway, "-e", "basic_auth=false"]);
+        let c = Container::run(&format!("tributary-test-{name}"), &extra, command);
+        std::thread::sleep(Duration::from_secs(2));
+        let (took, code) = c.stop();
+        assert!(
+            took < Duration::from_secs(5),
+            "{name}: stopped after {took:?}:\n{}",
+            c.logs()
+        );
+        assert_eq!(code, "0", "{name}: {}", c.logs());
+        assert!(
+            c.logs().contains("connector starting"),
+            "{name}: {}",
+            c.logs()
+        );
+    }
 }

@@ -2,7 +2,7 @@
 //! with `com.tributary.batch.size` 1, 10 and 100, each read by a fresh connector (its own
 //! consumer group) in the same run, printed as ratios to batch size 1.
 //!
-//! `kafka_batches BOOTSTRAP GATEWAY_URL FUNCTION TRIBUTARY_BIN [MESSAGES]` (run by
+//! `kafka_batches BOOTSTRAP GATEWAY_URL FUNCTION CONNECTOR_BIN [MESSAGES]` (run by
 //! bench/batch.sh).
 
 use std::process::Command;
@@ -28,7 +28,7 @@ async fn set_batch(gateway: &str, function: &str, size: usize) -> Result<(), Err
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: kafka_batches BOOTSTRAP GATEWAY_URL FUNCTION TRIBUTARY_BIN [MESSAGES]";
+    let usage = "usage: kafka_batches BOOTSTRAP GATEWAY_URL FUNCTION CONNECTOR_BIN [MESSAGES]";
     let bootstrap = args.get(1).ok_or(usage)?.clone();
     let gateway = args.get(2).ok_or(usage)?.trim_end_matches('/').to_owned();
     let function = args.get(3).ok_or(usage)?.clone();
@@ -40,8 +40,7 @@ async fn main() -> Result<(), Error> {
         set_batch(&gateway, &function, size).await?;
         let port = free_port()?;
         let mut cmd = Command::new(&bin);
-        cmd.args(["connector", "kafka"])
-            .env("broker_hosts", &bootstrap)
+        cmd.env("broker_hosts", &bootstrap)
             .env("gateway_url", &gateway)
             .env("topics", "bench")
             .env("group", format!("batch-{size}-{}", std::process::id()))

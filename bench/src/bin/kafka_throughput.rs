@@ -3,7 +3,7 @@
 //! (b) HTTP load on the function through the gateway's `/function/NAME` (the path the
 //!     connector calls), at the connector's concurrency, once before and once after (c): the
 //!     machine's speed drifts within a run, and the two bracket the connector's run;
-//! (c) the connector: `tributary connector kafka` from the first to the last acknowledged
+//! (c) the connector: `tributary-kafka-connector` from the first to the last acknowledged
 //!     message, read off its metrics.
 //! It prints messages/s for each and the connector's ratio to the lower of (a) and (b), and the
 //! connector's resident memory idle (subscribed, a new group starting at the end of the topic)
@@ -12,7 +12,7 @@
 //! With the broker's process id (`BROKER_PID`), it also prints the broker's CPU per message
 //! while the connector reads the topic: a cost the HTTP load does not have.
 //!
-//! `kafka_throughput BOOTSTRAP GATEWAY_URL FUNCTION TRIBUTARY_BIN [MESSAGES] [CONCURRENCY] [ORDER] [BROKER_PID]`
+//! `kafka_throughput BOOTSTRAP GATEWAY_URL FUNCTION CONNECTOR_BIN [MESSAGES] [CONCURRENCY] [ORDER] [BROKER_PID]`
 //! (run by bench/kafka.sh).
 
 use std::process::Command;
@@ -108,8 +108,7 @@ fn connector_cmd(s: &Setup<'_>, from_end: bool, port: u16) -> Command {
     let start = if from_end { "newest" } else { "oldest" };
     let group = format!("bench-{order}-{start}-{}", std::process::id());
     let mut cmd = Command::new(bin);
-    cmd.args(["connector", "kafka"])
-        .env("broker_hosts", bootstrap)
+    cmd.env("broker_hosts", bootstrap)
         .env("gateway_url", gateway)
         .env("topics", topic)
         .env("group", group)
@@ -127,7 +126,7 @@ fn connector_cmd(s: &Setup<'_>, from_end: bool, port: u16) -> Command {
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: kafka_throughput BOOTSTRAP GATEWAY_URL FUNCTION TRIBUTARY_BIN [MESSAGES] [CONCURRENCY] [ORDER] [BROKER_PID]";
+    let usage = "usage: kafka_throughput BOOTSTRAP GATEWAY_URL FUNCTION CONNECTOR_BIN [MESSAGES] [CONCURRENCY] [ORDER] [BROKER_PID]";
     let bootstrap = args.get(1).ok_or(usage)?.clone();
     let gateway = args.get(2).ok_or(usage)?.trim_end_matches('/').to_owned();
     let function = args.get(3).ok_or(usage)?.clone();

@@ -1,10 +1,10 @@
 //! SQS connector benchmark against the raw receive+delete rate of the same server, in one run:
 //! two queues get the same number of messages; one is drained by a bare client loop
-//! (ReceiveMessage of 10, DeleteMessageBatch), the other by `tributary connector sqs`
+//! (ReceiveMessage of 10, DeleteMessageBatch), the other by `tributary-sqs-connector`
 //! invoking a mode=http function (timed from its first acknowledgement to its last delete).
 //! It also prints the connector's resident memory idle (on an empty queue) and after the run.
 //!
-//! `sqs_throughput ENDPOINT GATEWAY_URL TRIBUTARY_BIN [MESSAGES]` (run by bench/sqs.sh).
+//! `sqs_throughput ENDPOINT GATEWAY_URL CONNECTOR_BIN [MESSAGES]` (run by bench/sqs.sh).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -92,8 +92,7 @@ async fn raw(c: &Client, url: &str, n: usize) -> Result<Duration, Error> {
 /// The connector's command on queue `url`, serving metrics on `port`.
 fn connector_cmd(bin: &str, endpoint: &str, gateway: &str, url: &str, port: u16) -> Command {
     let mut cmd = Command::new(bin);
-    cmd.args(["connector", "sqs"])
-        .env("queue_url", url)
+    cmd.env("queue_url", url)
         .env("topic", "bench")
         .env("endpoint_url", endpoint)
         .env("AWS_ACCESS_KEY_ID", "test")
@@ -108,7 +107,7 @@ fn connector_cmd(bin: &str, endpoint: &str, gateway: &str, url: &str, port: u16)
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: sqs_throughput ENDPOINT GATEWAY_URL TRIBUTARY_BIN [MESSAGES]";
+    let usage = "usage: sqs_throughput ENDPOINT GATEWAY_URL CONNECTOR_BIN [MESSAGES]";
     let endpoint = args.get(1).ok_or(usage)?.clone();
     let gateway = args.get(2).ok_or(usage)?.clone();
     let bin = args.get(3).ok_or(usage)?.clone();

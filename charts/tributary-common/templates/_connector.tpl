@@ -1,5 +1,5 @@
 {{/*
-A connector's objects: ServiceAccount, Deployment (`tributary connector KIND`) and a metrics
+A connector's objects: ServiceAccount, Deployment (`tributary-KIND-connector`) and a metrics
 Service. Takes a dict:
   ctx        the chart's root context
   kind       cron | nats | kafka | sqs
@@ -79,7 +79,7 @@ spec:
         - name: connector
           image: {{ include "tributary.image" $ctx }}
           imagePullPolicy: {{ $v.image.pullPolicy }}
-          args: ["connector", {{ .kind | quote }}]
+          command: [{{ printf "/usr/local/bin/tributary-%s-connector" .kind | quote }}]
           env:
             {{- include "tributary.env" (merge (deepCopy .env) $common) | nindent 12 }}
             {{- with .extraEnv }}

@@ -68,6 +68,18 @@ pub fn tributary_bin() -> PathBuf {
         })
 }
 
+/// Path of connector `kind`'s own program (`tributary-kafka-connector`), beside
+/// [`tributary_bin`].
+pub fn connector_bin(kind: &str) -> PathBuf {
+    let bin = tributary_bin().with_file_name(format!("tributary-{kind}-connector"));
+    assert!(
+        bin.is_file(),
+        "no {}: run `cargo build --bins` before the tests (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
 /// Whether a process exists and is not a zombie.
 pub fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

@@ -17,8 +17,10 @@ const PREFETCH_KBYTES: &str = "4096";
 /// (`fetch.queue.backoff.ms`; its default, 1 s, starves a queue this small).
 const PREFETCH_BACKOFF_MS: &str = "5";
 
-/// librdkafka's default `message.max.bytes`, the least `fetch.max.bytes` it accepts.
-const LIBRDKAFKA_MESSAGE_MAX_BYTES: usize = 1_000_000;
+/// The least `message.max.bytes` (the largest request) the consumer is given: its requests
+/// (commits, group joins listing the topics) are far smaller; librdkafka's own default is
+/// 1,000,000, and it refuses a `fetch.max.bytes` below it.
+const MIN_REQUEST_MAX_BYTES: usize = 64 * 1024;
 
 impl KafkaConfig {
     /// Client settings shared by the consumer and the dead-letter producer.
@@ -79,16 +81,20 @@ impl KafkaConfig {
         Ok(c)
     }
 
-    /// The most one fetch response may carry: `max_bytes`, but no less than librdkafka's
-    /// `message.max.bytes` (it refuses less).
-    fn fetch_max_bytes(&self) -> usize {
-        let message_max = self
-            .options
+    /// The consumer's largest request (`message.max.bytes`): the one given in `kafka_options`,
+    /// else `max_bytes` but at least [`MIN_REQUEST_MAX_BYTES`].
+    fn request_max_bytes(&self) -> usize {
+        self.options
             .iter()
             .find(|(k, _)| k == "message.max.bytes")
             .and_then(|(_, v)| v.trim().parse().ok())
-            .unwrap_or(LIBRDKAFKA_MESSAGE_MAX_BYTES);
-        self.max_bytes.max(message_max)
+            .unwrap_or(self.max_bytes.max(MIN_REQUEST_MAX_BYTES))
+    }
+
+    /// The most one fetch response may carry: `max_bytes`, but no less than the consumer's
+    /// `message.max.bytes` (librdkafka refuses less).
+    fn fetch_max_bytes(&self) -> usize {
+        self.max_bytes.max(self.request_max_bytes())
     }
 
     /// The consumer's settings: manual offset storage and commits, the group, and a bounded
@@ -109,9 +115,13 @@ impl KafkaConfig {
             )
             .set("max.partition.fetch.bytes", &max_bytes)
             // A whole fetch response (all partitions of a broker) is held in memory as it
-            // arrives: librdkafka's default (its prefetch bound, 4 MiB here) put the connector
-            // at 48 MB resident while it caught up on a 150,000-message backlog, 30 MB with
-            // this. A batch larger than it still comes through (the limit is soft, KIP-74).
+            // arrives, and librdkafka parses every message of it at once into an operation of
+            // ~400 bytes: a 1 MiB response of 50-byte messages is 20,000 of them, 8 MB. Its
+            // default (its prefetch bound, 4 MiB here) put the connector at 48 MB resident
+            // while it caught up on a 150,000-message backlog, 1 MiB at 22 MB, 256 KiB at
+            // 16 MB, as fast. A batch larger than it still comes through (the limit is soft,
+            // KIP-74).
+            .set("message.max.bytes", self.request_max_bytes().to_string())
             .set("fetch.max.bytes", self.fetch_max_bytes().to_string())
             // The prefetch queue's bounds. librdkafka's defaults (100,000 messages per
             // partition, 64 MiB) held a whole 60,000-message backlog, +25 MB resident, for no
@@ -193,10 +203,11 @@ mod tests {
             }
             cc.get("fetch.max.bytes").map(str::to_owned)
         };
+        assert_eq!(fetch_max("256KiB", None).as_deref(), Some("262144"));
         assert_eq!(fetch_max("1MiB", None).as_deref(), Some("1048576"));
         assert_eq!(fetch_max("4MiB", None).as_deref(), Some("4194304"));
-        // Never below librdkafka's message.max.bytes, its default or the one given.
-        assert_eq!(fetch_max("64KiB", None).as_deref(), Some("1000000"));
+        // Never below the consumer's message.max.bytes: 64 KiB at least, or the one given.
+        assert_eq!(fetch_max("4KiB", None).as_deref(), Some("65536"));
         let given = Some("message.max.bytes=3000000");
         assert_eq!(fetch_max("1MiB", given).as_deref(), Some("3000000"));
     }

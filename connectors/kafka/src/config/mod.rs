@@ -139,8 +139,8 @@ pub struct KafkaConfig {
     /// Where a group with no committed offset starts: `oldest` or `newest`.
     #[arg(long, env = "initial_offset", default_value = "oldest")]
     pub initial_offset: InitialOffset,
-    /// Largest fetch per partition (e.g. 1MB).
-    #[arg(long, env = "max_bytes", default_value = "1MiB", value_parser = parse_size)]
+    /// Largest fetch, per partition and per response (e.g. 1MB; a larger batch still comes).
+    #[arg(long, env = "max_bytes", default_value = "256KiB", value_parser = parse_size)]
     pub max_bytes: usize,
     /// What stays in order: `partition`, `key` (per key within a partition) or `none`.
     #[arg(long, env = "order", default_value = "partition")]

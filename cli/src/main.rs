@@ -1,4 +1,5 @@
-//! `tributary`: the one binary. Every component is a subcommand.
+//! `tributary`: every component as a subcommand (each connector is also a program of its own,
+//! `tributary-<kind>-connector`, from this crate's library).
 
 mod echo;
 mod gateway_cmd;

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use tributary_tests::{eventually, free_port, workspace_root};
 
 const TAG: &str = "localhost/tributary:test";
+/// The Kafka connector program's own image.
+const KAFKA_TAG: &str = "localhost/tributary-kafka-connector:test";
 
 /// podman with the OCI runtime that works on this kernel (runc; `TRIBUTARY_OCI_RUNTIME`
 /// chooses another) and explicit ulimits (hard limits cannot be raised here).
@@ -36,21 +38,46 @@ fn text(o: &Output) -> String {
 /// scripts/test before the tests).
 fn image() -> &'static str {
     static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let out = Command::new("bash")
-            .arg(workspace_root().join("scripts/image"))
-            .arg("--binary")
-            .arg(tributary_tests::tributary_bin())
-            .args(["--tag", TAG])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "scripts/image failed:\n{}",
-            text(&out)
-        );
-    });
+    BUILT.get_or_init(|| build_image(TAG, &[]));
     TAG
+}
+
+/// Builds the Kafka connector program's own image once per test process.
+fn kafka_image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| build_image(KAFKA_TAG, &["--program", "tributary-kafka-connector"]));
+    KAFKA_TAG
+}
+
+/// `scripts/image --binary <the tests' tributary> --tag tag extra...`, which must succeed.
+fn build_image(tag: &str, extra: &[&str]) {
+    let out = Command::new("bash")
+        .arg(workspace_root().join("scripts/image"))
+        .arg("--binary")
+        .arg(tributary_tests::tributary_bin())
+        .args(["--tag", tag])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "scripts/image failed:\n{}",
+        text(&out)
+    );
+}
+
+/// `podman run --rm` with the ulimits this machine allows, then `args` (image and command).
+fn run_once(args: &[&str]) -> Output {
+    let mut all = vec![
+        "run",
+        "--rm",
+        "--ulimit",
+        "nofile=20000:20000",
+        "--ulimit",
+        "nproc=4096:4096",
+    ];
+    all.extend(args);
+    podman(&all)
 }
 
 /// A detached container on the host network, removed on drop.
@@ -58,6 +85,10 @@ struct Container(String);
 
 impl Container {
     fn run(name: &str, extra: &[&str], command: &[&str]) -> Self {
+        Self::run_image(image(), name, extra, command)
+    }
+
+    fn run_image(image: &str, name: &str, extra: &[&str], command: &[&str]) -> Self {
         let _ = podman(&["rm", "-f", name]);
         let mut args = vec![
             "run",
@@ -72,7 +103,7 @@ impl Container {
             "nproc=4096:4096",
         ];
         args.extend(extra);
-        args.push(image());
+        args.push(image);
         args.extend(command);
         let out = podman(&args);
         assert!(out.status.success(), "podman run: {}", text(&out));
@@ -94,6 +125,23 @@ impl Container {
     }
 }
 
+impl Container {
+    /// After 2 s of retrying (nothing answers it), the connector in this container started and
+    /// stops within 5 s of SIGTERM, with status 0.
+    fn assert_a_connector_that_stops_on_sigterm(&self) {
+        std::thread::sleep(Duration::from_secs(2));
+        let (took, code) = self.stop();
+        let logs = self.logs();
+        assert!(logs.contains("connector starting"), "{}: {logs}", self.0);
+        assert!(
+            took < Duration::from_secs(5),
+            "{}: stopped after {took:?}:\n{logs}",
+            self.0
+        );
+        assert_eq!(code, "0", "{}: {logs}", self.0);
+    }
+}
+
 impl Drop for Container {
     fn drop(&mut self) {
         let _ = podman(&["rm", "-f", &self.0]);
@@ -102,16 +150,7 @@ impl Drop for Container {
 
 #[test]
 fn the_image_prints_its_version_and_runs_as_non_root() {
-    let out = podman(&[
-        "run",
-        "--rm",
-        "--ulimit",
-        "nofile=20000:20000",
-        "--ulimit",
-        "nproc=4096:4096",
-        image(),
-        "--version",
-    ]);
+    let out = run_once(&[image(), "--version"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).starts_with("tributary "), "{}", text(&out));
     let inspect = podman(&["image", "inspect", image(), "--format", "{{.Config.User}}"]);
@@ -215,21 +254,55 @@ fn a_connector_stops_on_sigterm_as_pid_1() {
         ),
     ];
     for (name, extra, command) in runs {
+        // Host network, tests in parallel: each its own metrics port.
+        let metrics = format!("metrics_port={}", free_port());
         let mut extra = extra;
-        extra.extend(["-e", &gateway, "-e", "basic_auth=false"]);
+        extra.extend(["-e", &gateway, "-e", "basic_auth=false", "-e", &metrics]);
         let c = Container::run(&format!("tributary-test-{name}"), &extra, command);
-        std::thread::sleep(Duration::from_secs(2));
-        let (took, code) = c.stop();
-        assert!(
-            took < Duration::from_secs(5),
-            "{name}: stopped after {took:?}:\n{}",
-            c.logs()
-        );
-        assert_eq!(code, "0", "{name}: {}", c.logs());
-        assert!(
-            c.logs().contains("connector starting"),
-            "{name}: {}",
-            c.logs()
-        );
+        c.assert_a_connector_that_stops_on_sigterm();
     }
+}
+
+#[test]
+fn a_connector_programs_own_image_holds_only_it_and_stops_on_sigterm_as_pid_1() {
+    let image = kafka_image();
+    // Only the program (and what it links): no `tributary` in it.
+    let out = run_once(&[
+        "--entrypoint",
+        "/usr/local/bin/tributary",
+        image,
+        "--version",
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("/usr/local/bin/tributary") && !text(&out).contains("rlimit"),
+        "{}",
+        text(&out)
+    );
+    let out = run_once(&[image, "--version"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).starts_with("tributary-kafka-connector "),
+        "{}",
+        text(&out)
+    );
+
+    // Its entrypoint is the connector: no broker answers, it keeps retrying until stopped.
+    let port = free_port().to_string();
+    let c = Container::run_image(
+        image,
+        "tributary-test-kafka-image",
+        &[
+            "-e",
+            &format!("broker_hosts=127.0.0.1:{port}"),
+            "-e",
+            &format!("gateway_url=http://127.0.0.1:{port}"),
+            "-e",
+            "basic_auth=false",
+            "-e",
+            &format!("metrics_port={}", free_port()),
+        ],
+        &[],
+    );
+    c.assert_a_connector_that_stops_on_sigterm();
 }

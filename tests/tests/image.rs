@@ -123,9 +123,7 @@ impl Container {
         let code = podman(&["inspect", &self.0, "--format", "{{.State.ExitCode}}"]);
         (took, text(&code).trim().to_owned())
     }
-}
 
-impl Container {
     /// After 2 s of retrying (nothing answers it), the connector in this container started and
     /// stops within 5 s of SIGTERM, with status 0.
     fn assert_a_connector_that_stops_on_sigterm(&self) {

@@ -137,7 +137,7 @@ pub fn connector_name(kind: &str) -> String {
 }
 
 /// Prints a fatal error once, on stderr; a closed stderr is not a reason to panic.
-pub fn print_error(message: &str) {
+fn print_error(message: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "error: {message}");
 }

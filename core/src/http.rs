@@ -70,6 +70,39 @@ pub const X_CONNECTOR: http::HeaderName = http::HeaderName::from_static("x-conne
 pub const X_DELIVERY_ATTEMPT: http::HeaderName =
     http::HeaderName::from_static("x-delivery-attempt");
 
+/// How long a call took, in seconds (OpenFaaS's name; the gateway's answers and the queue
+/// worker's callbacks carry it).
+pub const X_DURATION_SECONDS: http::HeaderName =
+    http::HeaderName::from_static("x-duration-seconds");
+
+/// `took` in seconds with six decimals (`0.001234`), as OpenFaaS's `X-Duration-Seconds`:
+/// written digit by digit, not through the float formatter, once per call.
+pub fn duration_seconds(took: Duration) -> http::HeaderValue {
+    // Written from the last digit backwards.
+    let mut text = [0u8; 28];
+    let mut at = text.len();
+    let mut put = |byte: u8| {
+        at -= 1;
+        text[at] = byte;
+    };
+    let digit = |n: u64| b'0' + (n % 10) as u8;
+    let mut micros = u64::from(took.subsec_micros());
+    for _ in 0..6 {
+        put(digit(micros));
+        micros /= 10;
+    }
+    put(b'.');
+    let mut secs = took.as_secs();
+    loop {
+        put(digit(secs));
+        secs /= 10;
+        if secs == 0 {
+            break;
+        }
+    }
+    http::HeaderValue::from_bytes(&text[at..]).unwrap_or(http::HeaderValue::from_static("0"))
+}
+
 /// Whether a (lower-case) header name is hop-by-hop.
 pub fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP.contains(&name)
@@ -83,6 +116,28 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+
+    #[test]
+    fn durations_are_written_in_seconds_with_six_decimals() {
+        for micros in [
+            0u64,
+            1,
+            999_999,
+            1_000_000,
+            1_234_567,
+            12_000_001,
+            86_400_000_000,
+        ] {
+            let took = Duration::from_micros(micros);
+            assert_eq!(
+                duration_seconds(took),
+                format!("{:.6}", took.as_secs_f64()).as_str(),
+                "{micros} us"
+            );
+        }
+        // Below a microsecond it is cut, not rounded.
+        assert_eq!(duration_seconds(Duration::from_nanos(1_999)), "0.000001");
+    }
 
     /// A server that keeps connections open for ever; counts those accepted and those the
     /// client closed.

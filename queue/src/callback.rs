@@ -7,7 +7,9 @@ use http::Uri;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use tributary_connector_sdk::InvocationOutcome;
 use tributary_core::Chain;
-use tributary_core::http::{HttpClientError, PlainHttp, http_client, is_hop_by_hop};
+use tributary_core::http::{
+    HttpClientError, PlainHttp, X_DURATION_SECONDS, duration_seconds, http_client, is_hop_by_hop,
+};
 use tributary_core::retry::{exponential, full_jitter};
 
 use crate::metrics::WorkerMetrics;
@@ -25,7 +27,6 @@ const NOT_FORWARDED: [&str; 6] = [
 const X_CALL_ID: HeaderName = HeaderName::from_static("x-call-id");
 const X_FUNCTION_NAME: HeaderName = HeaderName::from_static("x-function-name");
 const X_FUNCTION_STATUS: HeaderName = HeaderName::from_static("x-function-status");
-const X_DURATION_SECONDS: HeaderName = HeaderName::from_static("x-duration-seconds");
 
 /// Attempts to deliver one callback.
 const ATTEMPTS: u32 = 5;
@@ -151,8 +152,7 @@ fn answer(
     headers.insert(X_CALL_ID, value(to.call_id)?);
     headers.insert(X_FUNCTION_NAME, value(to.function)?);
     headers.insert(X_FUNCTION_STATUS, HeaderValue::from(status));
-    let took = format!("{:.6}", took.as_secs_f64());
-    headers.insert(X_DURATION_SECONDS, value(&took)?);
+    headers.insert(X_DURATION_SECONDS, duration_seconds(took));
     let body = outcome.map_or_else(Bytes::new, |o| o.body.clone());
     Ok((uri, headers, body))
 }

@@ -1,14 +1,16 @@
 //! `/function/NAME[.NAMESPACE][/path]` (proxied to the provider) and `/async-function/...`
 //! (stored in the async queue, answered 202 with `X-Call-Id`).
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::Limited;
-use tributary_core::http::{X_CONNECTOR, X_DELIVERY_ATTEMPT, X_TOPIC, is_hop_by_hop};
+use tributary_core::http::{
+    X_CONNECTOR, X_DELIVERY_ATTEMPT, X_DURATION_SECONDS, X_TOPIC, duration_seconds, is_hop_by_hop,
+};
 use tributary_core::queue::QueuedRequest;
 use tributary_core::trace::{ActiveSpan, SpanKind, TRACEPARENT, TraceContext};
 
@@ -18,7 +20,6 @@ use crate::model::validate_name;
 
 const X_CALL_ID: HeaderName = HeaderName::from_static("x-call-id");
 const X_START_TIME: HeaderName = HeaderName::from_static("x-start-time");
-const X_DURATION_SECONDS: HeaderName = HeaderName::from_static("x-duration-seconds");
 
 /// Splits `/function/NAME[.NAMESPACE][/rest]` into name, namespace and the function-relative path.
 fn split_function_path(
@@ -94,36 +95,8 @@ pub(super) async fn invoke(State(app): App, request: Request) -> Response {
     let headers = response.headers_mut();
     headers.insert(X_CALL_ID, call_id);
     headers.insert(X_START_TIME, start_value);
-    headers.insert(X_DURATION_SECONDS, seconds_value(took));
+    headers.insert(X_DURATION_SECONDS, duration_seconds(took));
     response
-}
-
-/// `took` in seconds with six decimals (`0.001234`), as OpenFaaS's `X-Duration-Seconds`:
-/// written digit by digit, not through the float formatter, once per call.
-fn seconds_value(took: Duration) -> HeaderValue {
-    // Written from the last digit backwards.
-    let mut text = [0u8; 28];
-    let mut at = text.len();
-    let mut put = |byte: u8| {
-        at -= 1;
-        text[at] = byte;
-    };
-    let digit = |n: u64| b'0' + (n % 10) as u8;
-    let mut micros = u64::from(took.subsec_micros());
-    for _ in 0..6 {
-        put(digit(micros));
-        micros /= 10;
-    }
-    put(b'.');
-    let mut secs = took.as_secs();
-    loop {
-        put(digit(secs));
-        secs /= 10;
-        if secs == 0 {
-            break;
-        }
-    }
-    HeaderValue::from_bytes(&text[at..]).unwrap_or(HeaderValue::from_static("0"))
 }
 
 /// With spans exported, the gateway's own span continues the caller's trace (or starts one) and
@@ -298,28 +271,6 @@ mod tests {
         );
         let uri: Uri = "/function/Bad_Name".parse().expect("uri");
         assert!(split_function_path(&uri, DEFAULT_NAMESPACE).is_err());
-    }
-
-    #[test]
-    fn durations_are_written_in_seconds_with_six_decimals() {
-        for micros in [
-            0u64,
-            1,
-            999_999,
-            1_000_000,
-            1_234_567,
-            12_000_001,
-            86_400_000_000,
-        ] {
-            let took = Duration::from_micros(micros);
-            assert_eq!(
-                seconds_value(took),
-                format!("{:.6}", took.as_secs_f64()).as_str(),
-                "{micros} us"
-            );
-        }
-        // Below a microsecond it is cut, not rounded.
-        assert_eq!(seconds_value(Duration::from_nanos(1_999)), "0.000001");
     }
 
     proptest::proptest! {

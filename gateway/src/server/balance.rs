@@ -137,4 +137,53 @@ mod tests {
         let e = loads.least(1);
         assert_eq!(e.worker, 0, "worker 0's closed: it has none open");
     }
+
+    #[tokio::test]
+    async fn a_worker_that_stopped_taking_connections_stops_the_acceptor_with_an_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("listens");
+        let addr = listener.local_addr().expect("address");
+        let (hand, connections) = tokio::sync::mpsc::unbounded_channel();
+        drop(connections);
+        let acceptor = tokio::spawn(accept(
+            listener,
+            vec![hand],
+            4,
+            Arc::new(Semaphore::new(4)),
+            CancellationToken::new(),
+        ));
+        let _client = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connects");
+        let ended = tokio::time::timeout(Duration::from_secs(5), acceptor)
+            .await
+            .expect("the acceptor ends")
+            .expect("no panic");
+        let error = ended.expect_err("an error");
+        assert!(
+            error
+                .to_string()
+                .contains("worker 0 stopped taking connections"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_acceptor_stops_when_cancelled() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("listens");
+        let (hand, _connections) = tokio::sync::mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        let acceptor = tokio::spawn(accept(
+            listener,
+            vec![hand],
+            4,
+            Arc::new(Semaphore::new(4)),
+            cancel.clone(),
+        ));
+        cancel.cancel();
+        let ended = tokio::time::timeout(Duration::from_secs(5), acceptor)
+            .await
+            .expect("the acceptor ends")
+            .expect("no panic");
+        assert!(ended.is_ok(), "{ended:?}");
+    }
 }

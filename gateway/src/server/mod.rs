@@ -89,13 +89,22 @@ pub async fn serve(
             })?;
         done.push(rx);
     }
-    let acceptor = tokio::spawn(balance::accept(
-        listener,
-        workers,
-        limits.max_connections,
-        permits,
-        stop.clone(),
-    ));
+    // However the acceptor ends (an error, a panic), the workers stop too rather than serve
+    // only the connections already open.
+    let acceptor = tokio::spawn({
+        let stopped = stop.clone().drop_guard();
+        let accepting = balance::accept(
+            listener,
+            workers,
+            limits.max_connections,
+            permits,
+            stop.clone(),
+        );
+        async move {
+            let _stopped = stopped;
+            accepting.await
+        }
+    });
     let mut result = Ok(());
     for rx in done {
         let failed = match rx.await {

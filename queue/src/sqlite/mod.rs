@@ -2,9 +2,10 @@
 //! An accepted request is answered only once the write-ahead log holding it is synced, so it
 //! survives a crash of the process or the machine; accepts and acks made at the same time share
 //! one transaction, and the accepts of every group committed meanwhile one `fdatasync` (group
-//! commit). Leases, acks and retries are not synced themselves (durable across a process crash; after a power loss the worst case is a
-//! redelivery, which at-least-once allows). One process owns the file; on
-//! open, leases left by a previous (killed) process are released so their requests run again.
+//! commit). Leases, acks and retries are not synced themselves (durable across a process
+//! crash; after a power loss the worst case is a redelivery, which at-least-once allows). One
+//! process owns the file; on open, leases left by a previous (killed) process are released so
+//! their requests run again.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

@@ -91,17 +91,15 @@ impl KafkaConfig {
             .unwrap_or(self.max_bytes.max(MIN_REQUEST_MAX_BYTES))
     }
 
-    /// The most one fetch response may carry: `max_bytes`, but no less than the consumer's
-    /// `message.max.bytes` (librdkafka refuses less).
-    fn fetch_max_bytes(&self) -> usize {
-        self.max_bytes.max(self.request_max_bytes())
-    }
-
     /// The consumer's settings: manual offset storage and commits, the group, and a bounded
     /// prefetch queue (`kafka_options` may change any of them).
     pub fn consumer_config(&self) -> Result<ClientConfig, KafkaError> {
         let mut c = self.client_config()?;
         let max_bytes = self.max_bytes.to_string();
+        let request_max = self.request_max_bytes();
+        // The most one fetch response may carry: `max_bytes`, but no less than the consumer's
+        // `message.max.bytes` (librdkafka refuses less).
+        let fetch_max = self.max_bytes.max(request_max);
         c.set("group.id", &self.group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -121,8 +119,8 @@ impl KafkaConfig {
             // while it caught up on a 150,000-message backlog, 1 MiB at 22 MB, 256 KiB at
             // 16 MB, as fast. A batch larger than it still comes through (the limit is soft,
             // KIP-74).
-            .set("message.max.bytes", self.request_max_bytes().to_string())
-            .set("fetch.max.bytes", self.fetch_max_bytes().to_string())
+            .set("message.max.bytes", request_max.to_string())
+            .set("fetch.max.bytes", fetch_max.to_string())
             // The prefetch queue's bounds. librdkafka's defaults (100,000 messages per
             // partition, 64 MiB) held a whole 60,000-message backlog, +25 MB resident, for no
             // gain: a fetch is a millisecond away, and with a short backoff a small queue is

@@ -376,11 +376,34 @@ fn a_sync_without_a_log_syncs_the_database_and_without_either_is_an_error() {
 async fn an_accepted_request_is_in_the_file_before_the_queue_is_closed() {
     let (_dir, path, q) = new_queue();
     q.enqueue(request("a")).await.expect("stored");
-    // Another connection, as after a crash: the queue is still open, nothing was checkpointed.
-    let other = Connection::open(&path).expect("opens the file");
+    // The files as they are on disk now, opened elsewhere as after a crash: the queue is still
+    // open (holding them exclusively), nothing was checkpointed.
+    let copy = tempfile::tempdir().expect("tempdir");
+    for suffix in ["db", "db-wal"] {
+        std::fs::copy(
+            path.with_extension(suffix),
+            copy.path().join(format!("q.{suffix}")),
+        )
+        .expect("copies the file");
+    }
+    let other = Connection::open(copy.path().join("q.db")).expect("opens the copy");
     let stored: i64 = other
         .query_row("SELECT count(*) FROM requests", [], |r| r.get(0))
         .expect("counts");
     assert_eq!(stored, 1);
     assert!(path.with_extension("db-wal").exists(), "the log holds it");
+}
+
+#[tokio::test]
+async fn the_open_queue_holds_its_database_exclusively() {
+    let (_dir, path, q) = new_queue();
+    q.enqueue(request("a")).await.expect("stored");
+    let other = Connection::open(&path).expect("opens the file");
+    other.busy_timeout(Duration::ZERO).expect("no waiting");
+    let read = other.query_row("SELECT count(*) FROM requests", [], |r| r.get::<_, i64>(0));
+    let e = read.expect_err("another connection cannot read it while the queue is open");
+    assert!(e.to_string().contains("locked"), "{e}");
+    drop((other, q));
+    let reopened = SqliteQueue::open(&path).expect("reopens");
+    assert_eq!(reopened.depth().await.expect("depth"), 1);
 }

@@ -8,8 +8,12 @@ use rusqlite::Connection;
 use tributary_core::queue::{BoxError, QueueError};
 
 pub(super) const SCHEMA: &str = "
+-- A request's id is its rowid, one more than the largest in the table (no AUTOINCREMENT: its
+-- counter row was read and written by every insert). An id may come back once its request is
+-- gone, never while it waits, and always above every waiting one (leasing goes in id order); a
+-- lease is its id and a random token, so an old lease never settles a new request.
 CREATE TABLE IF NOT EXISTS requests (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     meta TEXT NOT NULL,
     body BLOB NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,

@@ -407,3 +407,37 @@ async fn the_open_queue_holds_its_database_exclusively() {
     let reopened = SqliteQueue::open(&path).expect("reopens");
     assert_eq!(reopened.depth().await.expect("depth"), 1);
 }
+
+#[tokio::test]
+async fn an_id_that_comes_back_is_never_settled_by_its_old_lease() {
+    let (_dir, _, q) = new_queue();
+    let cancel = CancellationToken::new();
+    q.enqueue(request("a")).await.expect("stored");
+    let a = q.lease(1, &cancel).await.expect("lease").remove(0);
+    a.lease.ack().await.expect("acked");
+    q.enqueue(request("b")).await.expect("stored");
+    let ids =
+        q.db.run("read the ids", |conn| {
+            conn.prepare("SELECT id FROM requests")?
+                .query_map([], |r| r.get::<_, i64>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .await
+        .expect("ids");
+    assert_eq!(ids, vec![1], "b took a's id (no AUTOINCREMENT counter)");
+    let b = q.lease(1, &cancel).await.expect("lease").remove(0);
+    assert_eq!(b.request.call_id, "b");
+    // a's lease, settled again (a late duplicate), leaves b alone.
+    a.lease.ack().await.expect("a stale ack is not an error");
+    a.lease
+        .retry(Duration::ZERO)
+        .await
+        .expect("a stale retry is not an error");
+    assert_eq!(q.depth().await.expect("depth"), 1);
+    assert!(
+        q.try_lease(1).await.expect("lease").is_empty(),
+        "b is still leased to its own lease"
+    );
+    b.lease.ack().await.expect("acked");
+    assert_eq!(q.depth().await.expect("depth"), 0);
+}

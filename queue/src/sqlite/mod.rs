@@ -7,8 +7,9 @@
 //! process owns the file (a lock file beside it), and its connection holds the database in
 //! SQLite's exclusive locking mode: no lock taken and released per transaction and no
 //! shared-memory index (their `fcntl` calls were a seventh of the queue's SQLite time); no
-//! other process can read the database while it is open. On open, leases left by a previous (killed) process
-//! are released so their requests run again.
+//! other process can read the database while it is open. A file left by a crashed process,
+//! whatever its locking mode, opens with every committed row; leases it held are released so
+//! their requests run again.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

@@ -441,3 +441,53 @@ async fn an_id_that_comes_back_is_never_settled_by_its_old_lease() {
     b.lease.ack().await.expect("acked");
     assert_eq!(q.depth().await.expect("depth"), 0);
 }
+
+/// Set in the child process of the test below: the file it writes and leaves as if it crashed.
+const CRASHED_WRITER: &str = "TRIBUTARY_TEST_CRASHED_WRITER";
+
+#[test]
+fn a_file_left_by_a_crashed_writer_of_an_earlier_version_opens_with_every_row() {
+    if let Some(path) = std::env::var_os(CRASHED_WRITER) {
+        // The child: an earlier version's file (AUTOINCREMENT, SQLite's default shared locking,
+        // WAL), rows committed, and an exit without closing (the log and its index stay).
+        let conn = Connection::open(&path).expect("opens");
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .expect("wal");
+        conn.execute_batch(&SCHEMA.replace("PRIMARY KEY,", "PRIMARY KEY AUTOINCREMENT,"))
+            .expect("schema");
+        let meta = serde_json::to_string(&request("old")).expect("encodes");
+        for _ in 0..3 {
+            conn.execute(
+                "INSERT INTO requests (meta, body, available_at, leased_until, lease_token) VALUES (?1, x'00', 0, 9999999999999, 5)",
+                params![meta],
+            )
+            .expect("insert");
+        }
+        std::process::exit(0);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("q.db");
+    let child = std::process::Command::new(std::env::current_exe().expect("this test binary"))
+        .args([
+            "--exact",
+            "sqlite::tests::a_file_left_by_a_crashed_writer_of_an_earlier_version_opens_with_every_row",
+        ])
+        .env(CRASHED_WRITER, &path)
+        .output()
+        .expect("runs the writer");
+    assert!(child.status.success(), "{child:?}");
+    assert!(path.with_extension("db-wal").exists() && path.with_extension("db-shm").exists());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let q = SqliteQueue::open(&path).expect("opens in exclusive mode");
+    rt.block_on(async {
+        assert_eq!(q.depth().await.expect("depth"), 3);
+        let leased = q
+            .lease(8, &CancellationToken::new())
+            .await
+            .expect("its leases released");
+        assert_eq!(leased.len(), 3);
+        assert!(leased.iter().all(|l| l.request.call_id == "old"));
+    });
+}

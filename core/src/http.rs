@@ -70,6 +70,9 @@ pub const X_CONNECTOR: http::HeaderName = http::HeaderName::from_static("x-conne
 pub const X_DELIVERY_ATTEMPT: http::HeaderName =
     http::HeaderName::from_static("x-delivery-attempt");
 
+/// A call's id (OpenFaaS's name): the gateway's answers, the queue's deliveries and callbacks.
+pub const X_CALL_ID: http::HeaderName = http::HeaderName::from_static("x-call-id");
+
 /// How long a call took, in seconds (OpenFaaS's name; the gateway's answers and the queue
 /// worker's callbacks carry it).
 pub const X_DURATION_SECONDS: http::HeaderName =

@@ -8,7 +8,8 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use tributary_connector_sdk::InvocationOutcome;
 use tributary_core::Chain;
 use tributary_core::http::{
-    HttpClientError, PlainHttp, X_DURATION_SECONDS, duration_seconds, http_client, is_hop_by_hop,
+    HttpClientError, PlainHttp, X_CALL_ID, X_DURATION_SECONDS, duration_seconds, http_client,
+    is_hop_by_hop,
 };
 use tributary_core::retry::{exponential, full_jitter};
 
@@ -24,7 +25,6 @@ const NOT_FORWARDED: [&str; 6] = [
     "x-function-status",
 ];
 
-const X_CALL_ID: HeaderName = HeaderName::from_static("x-call-id");
 const X_FUNCTION_NAME: HeaderName = HeaderName::from_static("x-function-name");
 const X_FUNCTION_STATUS: HeaderName = HeaderName::from_static("x-function-status");
 

@@ -15,8 +15,16 @@ const TAG: &str = "localhost/tributary:test";
 /// The Kafka connector program's own image.
 const KAFKA_TAG: &str = "localhost/tributary-kafka-connector:test";
 
+/// The ulimits every container runs with (hard limits cannot be raised here).
+const ULIMITS: [&str; 4] = [
+    "--ulimit",
+    "nofile=20000:20000",
+    "--ulimit",
+    "nproc=4096:4096",
+];
+
 /// podman with the OCI runtime that works on this kernel (runc; `TRIBUTARY_OCI_RUNTIME`
-/// chooses another) and explicit ulimits (hard limits cannot be raised here).
+/// chooses another).
 fn podman(args: &[&str]) -> Output {
     let runtime = std::env::var("TRIBUTARY_OCI_RUNTIME").unwrap_or_else(|_| "runc".to_owned());
     Command::new("podman")
@@ -68,14 +76,8 @@ fn build_image(tag: &str, extra: &[&str]) {
 
 /// `podman run --rm` with the ulimits this machine allows, then `args` (image and command).
 fn run_once(args: &[&str]) -> Output {
-    let mut all = vec![
-        "run",
-        "--rm",
-        "--ulimit",
-        "nofile=20000:20000",
-        "--ulimit",
-        "nproc=4096:4096",
-    ];
+    let mut all = vec!["run", "--rm"];
+    all.extend(ULIMITS);
     all.extend(args);
     podman(&all)
 }
@@ -90,18 +92,8 @@ impl Container {
 
     fn run_image(image: &str, name: &str, extra: &[&str], command: &[&str]) -> Self {
         let _ = podman(&["rm", "-f", name]);
-        let mut args = vec![
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--network",
-            "host",
-            "--ulimit",
-            "nofile=20000:20000",
-            "--ulimit",
-            "nproc=4096:4096",
-        ];
+        let mut args = vec!["run", "-d", "--name", name, "--network", "host"];
+        args.extend(ULIMITS);
         args.extend(extra);
         args.push(image);
         args.extend(command);

@@ -9,7 +9,8 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::Limited;
 use tributary_core::http::{
-    X_CONNECTOR, X_DELIVERY_ATTEMPT, X_DURATION_SECONDS, X_TOPIC, duration_seconds, is_hop_by_hop,
+    X_CALL_ID, X_CONNECTOR, X_DELIVERY_ATTEMPT, X_DURATION_SECONDS, X_TOPIC, duration_seconds,
+    is_hop_by_hop,
 };
 use tributary_core::queue::QueuedRequest;
 use tributary_core::trace::{ActiveSpan, SpanKind, TRACEPARENT, TraceContext};
@@ -18,7 +19,6 @@ use super::{App, AppState, resolve_namespace};
 use crate::error::GatewayError;
 use crate::model::validate_name;
 
-const X_CALL_ID: HeaderName = HeaderName::from_static("x-call-id");
 const X_START_TIME: HeaderName = HeaderName::from_static("x-start-time");
 
 /// Splits `/function/NAME[.NAMESPACE][/rest]` into name, namespace and the function-relative path.
